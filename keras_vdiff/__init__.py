@@ -1,0 +1,16 @@
+"""keras_vdiff: a Keras 3 model zoo for video diffusion.
+
+Every module is written in ``keras.ops`` so the same code trains with ``model.fit``
+and samples with a compiled loop on TensorFlow, JAX or PyTorch (``KERAS_BACKEND``).
+"""
+
+from keras_vdiff import layers
+from keras_vdiff import models
+from keras_vdiff import diffusion
+from keras_vdiff import data
+from keras_vdiff import metrics
+from keras_vdiff import text
+from keras_vdiff import autoencoders
+from keras_vdiff import presets
+
+__version__ = "0.1.0"

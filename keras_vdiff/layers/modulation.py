@@ -1,0 +1,140 @@
+"""Adaptive layer norm (adaLN / adaLN-Zero) and DiT's final layer."""
+
+import keras
+from keras import ops
+
+
+def modulate(x, shift, scale):
+    """``x * (1 + scale) + shift`` with ``shift``/``scale`` ``(B, D)`` broadcast over tokens.
+
+    ``x`` may be ``(B, D)``, ``(B, N, D)``, ``(B, F, N, D)`` ...: the conditioning
+    vectors get singleton axes inserted after the batch axis.
+    """
+    extra = len(x.shape) - len(shift.shape)
+    for _ in range(extra):
+        shift = ops.expand_dims(shift, 1)
+        scale = ops.expand_dims(scale, 1)
+    return ops.add(ops.multiply(x, ops.add(scale, 1.0)), shift)
+
+
+def expand_to(vector, x):
+    """Insert singleton axes after the batch axis of ``vector (B, D)`` to broadcast against ``x``."""
+    for _ in range(len(x.shape) - len(vector.shape)):
+        vector = ops.expand_dims(vector, 1)
+    return vector
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class AdaLNModulation(keras.layers.Layer):
+    """Condition vector to ``n`` modulation vectors: ``SiLU -> Dense(n * D)``, split.
+
+    With ``zero_init=True`` (adaLN-Zero, DiT) the Dense starts at zero, so every
+    shift, scale and gate is 0 at initialisation and a gated residual branch
+    starts as the identity. A DiT block uses ``num_modulations=6``
+    (shift/scale/gate for attention and MLP), the final layer 2 (shift, scale),
+    SnapVideo v2's latent adaLN 3.
+
+    Args:
+        hidden_dim: width ``D`` of each modulation vector.
+        num_modulations: number of vectors ``n``.
+        zero_init: zero-initialise the projection (adaLN-Zero).
+
+    Returns:
+        list of ``n`` tensors ``(B, D)``.
+
+    Example:
+        >>> mod = AdaLNModulation(64, num_modulations=6)
+        >>> shift, scale, gate, *_ = mod(keras.ops.ones((2, 64)))
+    """
+
+    def __init__(self, hidden_dim, num_modulations=6, zero_init=True, **kwargs):
+        super().__init__(**kwargs)
+        if num_modulations < 1:
+            raise ValueError(f"`num_modulations` must be >= 1, got {num_modulations}.")
+        self.hidden_dim = hidden_dim
+        self.num_modulations = num_modulations
+        self.zero_init = zero_init
+        init = "zeros" if zero_init else "glorot_uniform"
+        self.projection = keras.layers.Dense(
+            num_modulations * hidden_dim,
+            kernel_initializer=init,
+            bias_initializer="zeros",
+            name="projection",
+            dtype=self.dtype_policy,
+        )
+
+    def build(self, input_shape):
+        self.projection.build(input_shape)
+        self.built = True
+
+    def call(self, condition):
+        out = self.projection(ops.silu(condition))
+        return ops.split(out, self.num_modulations, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return [(input_shape[0], self.hidden_dim)] * self.num_modulations
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_modulations=self.num_modulations,
+            zero_init=self.zero_init,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class FinalLayer(keras.layers.Layer):
+    """DiT's output head: ``LayerNorm -> modulate(shift, scale) -> Dense``, zero-initialised.
+
+    Maps tokens of width ``D`` to ``output_dim`` features per token (DiT:
+    ``patch_size**2 * out_channels``, then ``Unpatchify``). The LayerNorm has
+    no affine parameters and eps 1e-6, and is computed in float32.
+
+    Args:
+        output_dim: features per token.
+        epsilon: LayerNorm epsilon.
+
+    Call:
+        ``(x (B, ..., D), condition (B, D)) -> (B, ..., output_dim)``.
+
+    Example:
+        >>> head = FinalLayer(output_dim=16)
+        >>> head(keras.ops.ones((2, 64, 32)), keras.ops.ones((2, 32))).shape
+        (2, 64, 16)
+    """
+
+    def __init__(self, output_dim, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.output_dim = output_dim
+        self.epsilon = epsilon
+        self.norm = keras.layers.LayerNormalization(
+            epsilon=epsilon, center=False, scale=False, name="norm", dtype="float32"
+        )
+        self.projection = keras.layers.Dense(
+            output_dim, kernel_initializer="zeros", name="projection", dtype=self.dtype_policy
+        )
+
+    def build(self, x_shape, condition_shape=None):
+        hidden_dim = x_shape[-1]
+        self.modulation = AdaLNModulation(
+            hidden_dim, num_modulations=2, name="modulation", dtype=self.dtype_policy
+        )
+        self.modulation.build(condition_shape or (None, hidden_dim))
+        self.norm.build(x_shape)
+        self.projection.build(x_shape)
+        self.built = True
+
+    def call(self, x, condition):
+        shift, scale = self.modulation(condition)
+        h = ops.cast(self.norm(x), x.dtype)
+        return self.projection(modulate(h, shift, scale))
+
+    def compute_output_shape(self, x_shape, condition_shape=None):
+        return tuple(x_shape[:-1]) + (self.output_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(output_dim=self.output_dim, epsilon=self.epsilon)
+        return config

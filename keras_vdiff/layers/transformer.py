@@ -1,0 +1,194 @@
+"""Transformer blocks: the adaLN-Zero DiT block and the video token folds.
+
+Video tokens are ``(B, F, N, D)``. Spatial attention folds frames into the
+batch, ``(B*F, N, D)``; temporal attention folds positions into the batch,
+``(B*N, F, D)``. The fold helpers below keep that shape story in one place.
+"""
+
+import keras
+from keras import ops
+
+from keras_vdiff.layers.attention import Attention
+from keras_vdiff.layers.modulation import AdaLNModulation, expand_to, modulate
+
+
+def fold_spatial(x):
+    """``(B, F, N, D) -> (B*F, N, D)``: each frame becomes a sequence."""
+    b, f, n, d = ops.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+    return ops.reshape(x, (b * f, n, d))
+
+
+def unfold_spatial(x, frames):
+    """``(B*F, N, D) -> (B, F, N, D)``."""
+    return ops.reshape(x, (-1, frames, x.shape[1], x.shape[2]))
+
+
+def fold_temporal(x):
+    """``(B, F, N, D) -> (B*N, F, D)``: each spatial position becomes a sequence over time."""
+    b, f, n, d = ops.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+    return ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (b * n, f, d))
+
+
+def unfold_temporal(x, tokens):
+    """``(B*N, F, D) -> (B, F, N, D)``."""
+    x = ops.reshape(x, (-1, tokens, x.shape[1], x.shape[2]))
+    return ops.transpose(x, (0, 2, 1, 3))
+
+
+def repeat_batch(x, times):
+    """Repeat every batch row ``times`` times consecutively: ``(B, ...) -> (B*times, ...)``.
+
+    Matches the folds above: frame-folded rows of sample ``b`` are ``b*F .. b*F+F-1``.
+    """
+    return ops.repeat(x, times, axis=0)
+
+
+def _layer_norm(name, affine=False):
+    return keras.layers.LayerNormalization(
+        epsilon=1e-6, center=affine, scale=affine, name=name, dtype="float32"
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class MLP(keras.layers.Layer):
+    """Transformer feed-forward: ``Dense(ratio*D) -> GELU(tanh) -> Dense(D)`` (ViT / DiT).
+
+    Args:
+        hidden_dim: input and output width.
+        mlp_ratio: expansion ratio of the inner layer.
+        output_dim: output width (defaults to the input width).
+        zero_init_output: start the output projection at zero.
+
+    Example:
+        >>> MLP(64)(keras.ops.ones((2, 10, 64))).shape
+        (2, 10, 64)
+    """
+
+    def __init__(self, hidden_dim, mlp_ratio=4.0, output_dim=None, zero_init_output=False, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+        self.mlp_ratio = mlp_ratio
+        self.output_dim = output_dim
+        self.zero_init_output = zero_init_output
+        self.fc1 = keras.layers.Dense(int(hidden_dim * mlp_ratio), name="fc1", dtype=self.dtype_policy)
+        self.fc2 = keras.layers.Dense(
+            output_dim or hidden_dim,
+            kernel_initializer="zeros" if zero_init_output else "glorot_uniform",
+            name="fc2",
+            dtype=self.dtype_policy,
+        )
+
+    def build(self, input_shape):
+        self.fc1.build(input_shape)
+        self.fc2.build((None, int(self.hidden_dim * self.mlp_ratio)))
+        self.built = True
+
+    def call(self, x):
+        return self.fc2(ops.gelu(self.fc1(x), approximate=True))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_dim or self.hidden_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            mlp_ratio=self.mlp_ratio,
+            output_dim=self.output_dim,
+            zero_init_output=self.zero_init_output,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class DiTBlock(keras.layers.Layer):
+    """adaLN-Zero transformer block (DiT, Peebles & Xie 2023), optional text cross-attention.
+
+    ::
+
+        shift1, scale1, gate1, shift2, scale2, gate2 = AdaLN(c)
+        x = x + gate1 * SelfAttn(modulate(LN(x), shift1, scale1))
+        x = x + CrossAttn(LN(x), text, text_mask)          # if cross_attention (PixArt)
+        x = x + gate2 * MLP(modulate(LN(x), shift2, scale2))
+
+    The modulation starts at zero (gates 0) and the cross-attention output
+    projection too, so a freshly built block is the identity. Used directly
+    by DiT, and as the spatial / temporal block of Latte (on folded tokens).
+
+    Args:
+        hidden_dim: token width.
+        num_heads: attention heads (head width ``hidden_dim // num_heads``).
+        mlp_ratio: MLP expansion.
+        cross_attention: add a text cross-attention sub-layer.
+        qk_norm: RMS-normalise queries and keys.
+
+    Call:
+        ``x (B, N, D)``, ``condition (B, D)``, ``context (B, M, Dc)``,
+        ``context_mask (B, M)``, ``rope`` angles for self-attention.
+
+    Example:
+        >>> block = DiTBlock(64, num_heads=4)
+        >>> block(keras.ops.ones((2, 16, 64)), keras.ops.ones((2, 64))).shape
+        (2, 16, 64)
+    """
+
+    def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, cross_attention=False, qk_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        if hidden_dim % num_heads:
+            raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads}.")
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.cross_attention = cross_attention
+        self.qk_norm = qk_norm
+        head_dim = hidden_dim // num_heads
+        self.norm1 = _layer_norm("norm1")
+        self.attention = Attention(num_heads, head_dim, qk_norm=qk_norm, name="attention", dtype=self.dtype_policy)
+        if cross_attention:
+            self.norm_cross = _layer_norm("norm_cross", affine=True)
+            self.cross = Attention(
+                num_heads, head_dim, qk_norm=qk_norm, zero_init_output=True, name="cross_attention",
+                dtype=self.dtype_policy,
+            )
+        self.norm2 = _layer_norm("norm2")
+        self.mlp = MLP(hidden_dim, mlp_ratio, name="mlp", dtype=self.dtype_policy)
+        self.modulation = AdaLNModulation(hidden_dim, 6, name="modulation", dtype=self.dtype_policy)
+
+    def build(self, x_shape, condition_shape=None, context_shape=None, context_mask_shape=None, rope_shape=None):
+        self.norm1.build(x_shape)
+        self.attention.build(x_shape)
+        if self.cross_attention:
+            if context_shape is None:
+                context_shape = (None, None, self.hidden_dim)
+            self.norm_cross.build(x_shape)
+            self.cross.build(x_shape, context_shape)
+        self.norm2.build(x_shape)
+        self.mlp.build(x_shape)
+        self.modulation.build(condition_shape or (None, self.hidden_dim))
+        self.built = True
+
+    def call(self, x, condition, context=None, context_mask=None, rope=None):
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition)
+        h = modulate(ops.cast(self.norm1(x), x.dtype), shift1, scale1)
+        x = x + expand_to(gate1, x) * self.attention(h, rope=rope)
+        if self.cross_attention:
+            if context is None:
+                raise ValueError("This DiTBlock was built with `cross_attention=True`: pass `context`.")
+            h = ops.cast(self.norm_cross(x), x.dtype)
+            x = x + self.cross(h, context=context, mask=context_mask)
+        h = modulate(ops.cast(self.norm2(x), x.dtype), shift2, scale2)
+        return x + expand_to(gate2, x) * self.mlp(h)
+
+    def compute_output_shape(self, x_shape, *args, **kwargs):
+        return tuple(x_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            cross_attention=self.cross_attention,
+            qk_norm=self.qk_norm,
+        )
+        return config

@@ -6,6 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?=
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: venv install demo test test-slow bench clean
 

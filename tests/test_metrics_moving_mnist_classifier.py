@@ -1,0 +1,81 @@
+"""The shipped MovingMNIST classifier: held-out accuracy, robustness, and its use as the conditional-accuracy judge."""
+
+import numpy as np
+import pytest
+
+from keras_vdiff.data.moving_mnist import MOTIONS, moving_mnist
+from keras_vdiff.metrics.conditional_accuracy import conditional_accuracy
+from keras_vdiff.metrics.moving_mnist_classifier import MovingMNISTClassifier, augment_like_samples
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return MovingMNISTClassifier.load()
+
+
+def held_out(frame_size, num_videos=600, seed=7):
+    # split="test": digit images the classifier never saw in training (disjoint from the train split).
+    return moving_mnist(num_videos, frame_size=frame_size, seed=seed, digits_source="sklearn", split="test")
+
+
+@pytest.mark.parametrize("frame_size", [16, 32])
+def test_held_out_accuracy(classifier, frame_size):
+    data = held_out(frame_size)
+    digits, motions = classifier.predict(data["videos"])
+    assert digits.shape == motions.shape == (600,) and digits.dtype == np.int64
+    # Measured at training time on 1,200 videos: 97-98% digits, 100% motions.
+    assert np.mean(digits == data["digits"]) >= 0.95
+    assert np.mean(motions == data["motions"]) >= 0.98
+
+
+def test_recognises_degraded_videos(classifier):
+    data = held_out(32, num_videos=300, seed=11)
+    degraded = augment_like_samples(data["videos"] / 255.0, np.random.default_rng(0))
+    assert np.abs(degraded - data["videos"] / 255.0).mean() > 0.02  # the degradation is real
+    digits, motions = classifier.predict(degraded)
+    assert np.mean(digits == data["digits"]) >= 0.92
+    assert np.mean(motions == data["motions"]) >= 0.97
+
+
+def test_conditional_accuracy_with_the_default_classifier():
+    data = held_out(16, num_videos=200, seed=3)
+    names = [MOTIONS[m] for m in data["motions"]]
+    result = conditional_accuracy(data["videos"], data["digits"], names)  # classifier=None: the shipped one
+    assert result["overall"] >= 0.93 and result["motion"] >= 0.98
+
+    # Videos that show nothing recognisable score near chance, not near the real videos.
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, data["videos"].shape).astype(np.uint8)
+    result = conditional_accuracy(noise, data["digits"], data["motions"])
+    assert result["overall"] < 0.25 and result["digit"] < 0.3
+
+
+def test_wrong_digit_or_motion_requested_is_not_rewarded(classifier):
+    data = held_out(16, num_videos=120, seed=5)
+    shifted = conditional_accuracy(data["videos"], (data["digits"] + 1) % 10, data["motions"], classifier=classifier)
+    assert shifted["digit"] < 0.1 and shifted["overall"] < 0.1
+    swapped = conditional_accuracy(data["videos"], data["digits"], (data["motions"] + 1) % 3, classifier=classifier)
+    assert swapped["motion"] < 0.05
+
+
+def test_probabilities_and_float_input(classifier):
+    data = held_out(32, num_videos=16, seed=9)
+    digit_probs, motion_probs = classifier.predict(data["videos"], return_probabilities=True)
+    assert digit_probs.shape == (16, 10) and motion_probs.shape == (16, 3)
+    np.testing.assert_allclose(digit_probs.sum(-1), 1.0, atol=1e-5)
+    digits, motions = classifier.predict(data["videos"].astype(np.float32) / 255.0)
+    np.testing.assert_array_equal(digits, digit_probs.argmax(-1))
+    np.testing.assert_array_equal(motions, motion_probs.argmax(-1))
+
+
+def test_bad_input_and_config_round_trip(classifier):
+    with pytest.raises(ValueError, match="videos"):
+        classifier.predict(np.zeros((2, 10, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match="frames"):
+        classifier.predict(np.zeros((2, 2, 16, 16, 1), np.uint8))
+    with pytest.raises(ValueError, match="frame_size"):
+        MovingMNISTClassifier(frame_size=4)
+    with pytest.raises(FileNotFoundError, match="train_moving_mnist_classifier"):
+        MovingMNISTClassifier.load(weights="/nonexistent/classifier.weights.h5")
+    clone = MovingMNISTClassifier.from_config(classifier.get_config())
+    assert clone.get_config() == classifier.get_config()

@@ -1,0 +1,90 @@
+"""SmallTextEncoder: the (embeddings, mask, pooled) contract, mask semantics, strings vs ids, serialization."""
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import to_numpy
+from keras_vdiff.text.small_text_encoder import SmallTextEncoder, masked_mean
+from keras_vdiff.text.word_tokenizer import WordTokenizer
+
+CAPTIONS = ["The digit 7 is moving left and right", "The digit 2 is moving up and down", "The digit 0"]
+
+
+def make_encoder(**kwargs):
+    return SmallTextEncoder.from_texts(CAPTIONS, hidden_dim=32, num_layers=2, num_heads=4, **kwargs)
+
+
+def test_shapes_mask_and_pooled():
+    encoder = make_encoder(sequence_length=10)
+    embeddings, mask, pooled = (to_numpy(x) for x in encoder(CAPTIONS))
+    assert embeddings.shape == (3, 10, 32) and mask.shape == (3, 10) and pooled.shape == (3, 32)
+    lengths = [8, 8, 3]
+    expected_mask = (np.arange(10)[None, :] < np.array(lengths)[:, None]).astype(np.float32)
+    np.testing.assert_array_equal(mask, expected_mask)  # 1 on words, 0 on padding
+    assert np.all(embeddings[mask == 0] == 0)  # padded positions are zeroed
+    assert np.all(np.abs(embeddings[mask == 1]).sum(-1) > 0)
+    # pooled = mean over the word tokens only (reference written out in numpy).
+    reference = np.stack([embeddings[i, : lengths[i]].mean(0) for i in range(3)])
+    np.testing.assert_allclose(pooled, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_does_not_change_the_words():
+    encoder = make_encoder(sequence_length=10)
+    ids = encoder.tokenizer(["The digit 0"])
+    full, _, pooled_full = (to_numpy(x) for x in encoder(ids))
+    short, mask, pooled_short = (to_numpy(x) for x in encoder(ids[:, :3]))  # no padding at all
+    assert to_numpy(mask).tolist() == [[1.0, 1.0, 1.0]]
+    np.testing.assert_allclose(full[:, :3], short, atol=1e-5)
+    np.testing.assert_allclose(pooled_full, pooled_short, atol=1e-5)
+    # A different caption in the same batch does not leak into this one.
+    both, _, _ = (to_numpy(x) for x in encoder(encoder.tokenizer(["The digit 0", "The digit 7 is moving up"])))
+    np.testing.assert_allclose(both[:1], full, atol=1e-5)
+
+
+def test_strings_and_token_ids_agree_and_empty_caption_is_finite():
+    encoder = make_encoder()
+    from_strings = [to_numpy(x) for x in encoder(CAPTIONS + [""])]
+    from_ids = [to_numpy(x) for x in encoder(encoder.tokenizer(CAPTIONS + [""]))]
+    for a, b in zip(from_strings, from_ids):
+        np.testing.assert_array_equal(a, b)
+    embeddings, mask, pooled = from_strings
+    assert mask[3].sum() == 0 and np.all(np.isfinite(embeddings)) and np.all(pooled[3] == 0)
+    one = [to_numpy(x) for x in encoder("The digit 7 is moving left and right")]
+    np.testing.assert_allclose(one[0], from_strings[0][:1], atol=1e-6)
+
+
+def test_masked_mean_matches_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 5, 4)).astype(np.float32)
+    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], np.float32)
+    expected = np.stack([x[0, :2].mean(0), x[1].mean(0), np.zeros(4, np.float32)])
+    np.testing.assert_allclose(to_numpy(masked_mean(keras.ops.convert_to_tensor(x), mask)), expected, atol=1e-6)
+
+
+def test_config_and_weights_round_trip():
+    encoder = make_encoder(dropout=0.1, intermediate_dim=48)
+    outputs = [to_numpy(x) for x in encoder(CAPTIONS)]
+    config = encoder.get_config()
+    assert config["vocabulary"] == encoder.tokenizer.get_vocabulary()[2:] and config["intermediate_dim"] == 48
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(encoder))
+    assert isinstance(clone, SmallTextEncoder) and clone.get_config() == config
+    clone(CAPTIONS)
+    clone.set_weights(encoder.get_weights())
+    for a, b in zip(outputs, (to_numpy(x) for x in clone(CAPTIONS))):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    # Built from a WordTokenizer directly: same vocabulary and length.
+    tokenizer = WordTokenizer.from_texts(CAPTIONS, sequence_length=12)
+    assert SmallTextEncoder(tokenizer, hidden_dim=16, num_heads=2).sequence_length == 12
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="hidden_dim"):
+        SmallTextEncoder(["a"], hidden_dim=30, num_heads=4)
+    with pytest.raises(ValueError, match="num_layers"):
+        SmallTextEncoder(["a"], num_layers=-1)
+    with pytest.raises(ValueError, match="dropout"):
+        SmallTextEncoder(["a"], dropout=1.5)
+    encoder = make_encoder(sequence_length=6)
+    with pytest.raises(ValueError, match="token_ids"):
+        encoder(np.zeros((2, 9), np.int32))

@@ -171,6 +171,7 @@ class CLIPTextAdapter(_KerasHubTextAdapter):
         self.end_token_id = end_token_id
         self.text_encoder = text_encoder
         self.projection = projection
+        self.build((None, self.sequence_length))  # variables before fit (JAX's stateless train step)
 
     @classmethod
     def from_preset(cls, preset, sequence_length=None, use_projection=True, trainable=False, **kwargs):

@@ -126,6 +126,9 @@ class SmallTextEncoder(keras.layers.Layer):
             for i in range(num_layers)
         ]
         self.output_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="output_norm", dtype="float32")
+        # Variables exist from construction on: VideoDiffusion trains through compute_loss, and on JAX
+        # a stateless train step only updates variables that existed before fit.
+        self.build((None, self.sequence_length))
 
     @classmethod
     def from_texts(cls, texts, sequence_length=None, **kwargs):

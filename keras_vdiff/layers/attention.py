@@ -183,7 +183,8 @@ class JointAttention(keras.layers.Layer):
 
     Call:
         ``x (B, N, D)``, ``context (B, M, Dc)``, ``context_mask (B, M)`` ->
-        ``(x_out (B, N, D), context_out (B, M, Dc))``.
+        ``(x_out (B, N, D), context_out (B, M, Dc))``. Optional ``rope`` angles
+        ``(N, head_dim/2)`` rotate the queries and keys of the ``x`` stream only.
 
     Example:
         >>> attn = JointAttention(num_heads=4, head_dim=16)
@@ -202,14 +203,16 @@ class JointAttention(keras.layers.Layer):
         self.x_attention = Attention(name="x_attention", **common)
         self.context_attention = Attention(name="context_attention", **common)
 
-    def build(self, x_shape, context_shape=None, context_mask_shape=None):
+    def build(self, x_shape, context_shape=None, context_mask_shape=None, rope_shape=None):
         self.x_attention.build(x_shape)
         self.context_attention.build(context_shape)
         self.built = True
 
-    def call(self, x, context, context_mask=None):
+    def call(self, x, context, context_mask=None, rope=None):
         n = ops.shape(x)[1]
         qx, kx, vx = self.x_attention.project_qkv(x, x)
+        if rope is not None:  # positions of the x stream only (e.g. 3D RoPE of video tokens)
+            qx, kx = apply_rope(qx, rope), apply_rope(kx, rope)
         qc, kc, vc = self.context_attention.project_qkv(context, context)
         q = ops.concatenate([qx, qc], axis=1)
         k = ops.concatenate([kx, kc], axis=1)
@@ -225,7 +228,7 @@ class JointAttention(keras.layers.Layer):
         c_out = self.context_attention.output_projection(out[:, n:])
         return x_out, c_out
 
-    def compute_output_shape(self, x_shape, context_shape=None, context_mask_shape=None):
+    def compute_output_shape(self, x_shape, context_shape=None, context_mask_shape=None, rope_shape=None):
         return tuple(x_shape), tuple(context_shape)
 
     def get_config(self):

@@ -1,0 +1,587 @@
+"""Video transformer blocks: factorized (Latte, GenTron), split-head and MM-DiT joint blocks.
+
+Video tokens are ``(B, F, N, D)`` (frames x patches per frame). The blocks here
+decide *which* tokens attend to which:
+
+- ``FactorizedBlock(axis="spatial")``: each frame attends within itself
+  (``(B*F, N, D)``); ``axis="temporal"``: each patch position attends over
+  the frames (``(B*N, F, D)``). Latte's variants 1 and 2 stack these.
+- ``SpatioTemporalBlock``: spatial then temporal attention inside one block
+  (Latte variant 3); ``GenTronBlock`` is its GenTron form (text cross-attention
+  between the two, temporal attention with a plain LayerNorm and a zero-initialised
+  output so the block starts as the identity).
+- ``SplitHeadBlock``: one attention whose heads are split between spatial and
+  temporal attention (Latte variant 4).
+- ``TextCrossAttentionBlock``: ``x + CrossAttn(LN(x), text, mask)`` between blocks
+  (the thesis' Latte v1 text placement).
+- ``MMDiTBlock``: two-stream joint attention over video and text tokens with
+  separate adaLN-Zero modulation per stream (SD3 MM-DiT; CogVideoX's "expert" adaLN).
+
+Text cross-attention never mixes video tokens: every query attends to the text
+independently, so it is computed on ``(B, F*N, D)`` without repeating the text
+per frame. ``ConditionEmbedding`` builds the adaLN condition vector
+``c = t_emb (+ label_emb | + pooled_text_emb)`` shared by the video backbones.
+"""
+
+import keras
+from keras import ops
+
+from keras_vdiff.layers.attention import Attention, JointAttention
+from keras_vdiff.layers.embeddings import (
+    LabelEmbedding,
+    PooledTextEmbedding,
+    TimestepEmbedding,
+    apply_rope,
+)
+from keras_vdiff.layers.modulation import AdaLNModulation, expand_to, modulate
+from keras_vdiff.layers.transformer import (
+    MLP,
+    DiTBlock,
+    _layer_norm,
+    fold_spatial,
+    fold_temporal,
+    unfold_spatial,
+    unfold_temporal,
+)
+
+ATTENTION_AXES = ("spatial", "temporal")
+CONDITIONINGS = (None, "class", "text")
+
+
+def attend_along(attention, x, axis, rope=None):
+    """Self-attention of ``x (B, F, N, D)`` within each frame or along time at each position.
+
+    Args:
+        attention: an :class:`Attention` layer.
+        x: tokens ``(B, F, N, D)``.
+        axis: ``"spatial"`` (sequences ``(B*F, N, D)``) or ``"temporal"`` (``(B*N, F, D)``).
+        rope: optional RoPE angles for the attended axis.
+    """
+    if axis == "spatial":
+        return unfold_spatial(attention(fold_spatial(x), rope=rope), x.shape[1])
+    if axis == "temporal":
+        return unfold_temporal(attention(fold_temporal(x), rope=rope), x.shape[2])
+    raise ValueError(f"`axis` must be one of {ATTENTION_AXES}, got {axis!r}.")
+
+
+def text_cross_attention(norm, attention, x, context, context_mask):
+    """``CrossAttn(LN(x), context, mask)`` for tokens ``(B, F, N, D)`` (or ``(B, N, D)``).
+
+    All video tokens are queries of one cross-attention call; queries do not
+    interact, so this equals per-frame cross-attention without repeating the text.
+    """
+    if context is None:
+        raise ValueError("This block has text cross-attention: pass `context` (the text embeddings).")
+    h = ops.cast(norm(x), x.dtype)
+    if len(x.shape) == 3:
+        return attention(h, context=context, mask=context_mask)
+    f, n, d = x.shape[1], x.shape[2], x.shape[3]
+    out = attention(ops.reshape(h, (-1, f * n, d)), context=context, mask=context_mask)
+    return ops.reshape(out, (-1, f, n, out.shape[-1]))
+
+
+def split_head_attention(attention, x, spatial_heads, rope=None):
+    """One attention over ``x (B, F, N, D)`` whose first ``spatial_heads`` heads attend
+    within each frame and whose other heads attend along time (Latte variant 4).
+
+    Uses the q/k/v and output projections of ``attention`` (an :class:`Attention`);
+    ``rope`` angles ``(F, head_dim/2)`` rotate the temporal heads.
+    """
+    b = ops.shape(x)[0]
+    f, n, d = x.shape[1], x.shape[2], x.shape[3]
+    heads, dh = attention.num_heads, attention.head_dim
+    hs, ht = spatial_heads, heads - spatial_heads
+    flat = ops.reshape(x, (b, f * n, d))
+    q, k, v = (ops.reshape(t, (b, f, n, heads, dh)) for t in attention.project_qkv(flat, flat))
+
+    def spatial(t):  # (B, F, N, hs, Dh) -> (B*F, N, hs, Dh)
+        return ops.reshape(t[:, :, :, :hs, :], (b * f, n, hs, dh))
+
+    def temporal(t):  # (B, F, N, ht, Dh) -> (B*N, F, ht, Dh)
+        return ops.reshape(ops.transpose(t[:, :, :, hs:, :], (0, 2, 1, 3, 4)), (b * n, f, ht, dh))
+
+    out_s = ops.dot_product_attention(spatial(q), spatial(k), spatial(v))
+    out_s = ops.reshape(out_s, (b, f, n, hs * dh))
+    qt, kt = temporal(q), temporal(k)
+    if rope is not None:
+        qt, kt = apply_rope(qt, rope), apply_rope(kt, rope)
+    out_t = ops.dot_product_attention(qt, kt, temporal(v))
+    out_t = ops.transpose(ops.reshape(out_t, (b, n, f, ht * dh)), (0, 2, 1, 3))
+    return attention.output_projection(ops.concatenate([out_s, out_t], axis=-1))
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class FactorizedBlock(DiTBlock):
+    """adaLN-Zero block whose self-attention is spatial-only or temporal-only (Latte).
+
+    ::
+
+        x (B, F, N, D)
+        x = x + gate1 * Attn_axis(modulate(LN(x)))        # within frames or along time
+        x = x + CrossAttn(LN(x), text, mask)               # if cross_attention
+        x = x + gate2 * MLP(modulate(LN(x)))
+
+    A spatial block never mixes frames and a temporal block never mixes patch
+    positions. Latte (Ma et al. 2024) interleaves them (variant 1) or stacks all
+    spatial then all temporal blocks (variant 2); the thesis' Latte v2/v3 put the
+    text cross-attention inside the spatial (and temporal) block before the MLP.
+
+    Args:
+        hidden_dim: token width.
+        num_heads: attention heads.
+        axis: ``"spatial"`` or ``"temporal"``.
+        mlp_ratio: MLP expansion.
+        cross_attention: add a text cross-attention sub-layer before the MLP.
+        qk_norm: RMS-normalise queries and keys.
+
+    Call:
+        ``x (B, F, N, D)``, ``condition (B, D)``, ``context (B, L, Dc)``,
+        ``context_mask (B, L)``, ``rope`` angles for the attended axis.
+
+    Example:
+        >>> block = FactorizedBlock(32, num_heads=4, axis="temporal")
+        >>> block(keras.ops.ones((2, 4, 16, 32)), keras.ops.ones((2, 32))).shape
+        (2, 4, 16, 32)
+    """
+
+    def __init__(self, hidden_dim, num_heads, axis="spatial", mlp_ratio=4.0, cross_attention=False,
+                 qk_norm=False, **kwargs):
+        if axis not in ATTENTION_AXES:
+            raise ValueError(f"`axis` must be one of {ATTENTION_AXES}, got {axis!r}.")
+        super().__init__(hidden_dim, num_heads, mlp_ratio=mlp_ratio, cross_attention=cross_attention,
+                         qk_norm=qk_norm, **kwargs)
+        self.axis = axis
+
+    def call(self, x, condition, context=None, context_mask=None, rope=None):
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition)
+        h = modulate(ops.cast(self.norm1(x), x.dtype), shift1, scale1)
+        x = x + expand_to(gate1, x) * attend_along(self.attention, h, self.axis, rope)
+        if self.cross_attention:
+            x = x + text_cross_attention(self.norm_cross, self.cross, x, context, context_mask)
+        h = modulate(ops.cast(self.norm2(x), x.dtype), shift2, scale2)
+        return x + expand_to(gate2, x) * self.mlp(h)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(axis=self.axis)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class SpatioTemporalBlock(DiTBlock):
+    """Spatial then temporal self-attention inside one block (Latte variant 3; GenTron).
+
+    ::
+
+        x (B, F, N, D)
+        x = x + gate_s * SpatialAttn(modulate(LN(x)))
+        x = x + CrossAttn(LN(x), text, mask)                       # if cross_attention
+        x = x + gate_t * TemporalAttn(modulate(LN(x)))             # temporal_adaln=True
+        x = x + TemporalAttn(LN(x))  (zero-init output)            # temporal_adaln=False (GenTron)
+        x = x + gate_m * MLP(modulate(LN(x)))
+
+    With ``temporal_adaln=True`` the temporal attention has its own adaLN-Zero
+    shift/scale/gate (a second modulation with 3 vectors); otherwise it uses an
+    affine LayerNorm and a zero-initialised output projection. Either way the
+    block is the identity at initialisation.
+
+    Args:
+        hidden_dim, num_heads, mlp_ratio, cross_attention, qk_norm: as in :class:`DiTBlock`.
+        temporal_adaln: adaLN-Zero modulation for the temporal attention.
+
+    Call:
+        ``x (B, F, N, D)``, ``condition (B, D)``, ``context``, ``context_mask``,
+        ``temporal_rope`` angles ``(F, head_dim/2)`` for the temporal attention.
+
+    Example:
+        >>> block = SpatioTemporalBlock(32, num_heads=4)
+        >>> block(keras.ops.ones((2, 4, 16, 32)), keras.ops.ones((2, 32))).shape
+        (2, 4, 16, 32)
+    """
+
+    def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, cross_attention=False, qk_norm=False,
+                 temporal_adaln=True, **kwargs):
+        super().__init__(hidden_dim, num_heads, mlp_ratio=mlp_ratio, cross_attention=cross_attention,
+                         qk_norm=qk_norm, **kwargs)
+        self.temporal_adaln = temporal_adaln
+        self.norm_temporal = _layer_norm("norm_temporal", affine=not temporal_adaln)
+        self.temporal_attention = Attention(
+            num_heads, hidden_dim // num_heads, qk_norm=qk_norm, zero_init_output=not temporal_adaln,
+            name="temporal_attention", dtype=self.dtype_policy,
+        )
+        if temporal_adaln:
+            self.temporal_modulation = AdaLNModulation(
+                hidden_dim, 3, name="temporal_modulation", dtype=self.dtype_policy
+            )
+
+    def build(self, x_shape, condition_shape=None, context_shape=None, context_mask_shape=None,
+              temporal_rope_shape=None):
+        super().build(x_shape, condition_shape, context_shape, context_mask_shape)
+        self.norm_temporal.build(x_shape)
+        self.temporal_attention.build(x_shape)
+        if self.temporal_adaln:
+            self.temporal_modulation.build(condition_shape or (None, self.hidden_dim))
+        self.built = True
+
+    def call(self, x, condition, context=None, context_mask=None, temporal_rope=None):
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition)
+        h = modulate(ops.cast(self.norm1(x), x.dtype), shift1, scale1)
+        x = x + expand_to(gate1, x) * attend_along(self.attention, h, "spatial")
+        if self.cross_attention:
+            x = x + text_cross_attention(self.norm_cross, self.cross, x, context, context_mask)
+        h = ops.cast(self.norm_temporal(x), x.dtype)
+        if self.temporal_adaln:
+            shift_t, scale_t, gate_t = self.temporal_modulation(condition)
+            h = attend_along(self.temporal_attention, modulate(h, shift_t, scale_t), "temporal", temporal_rope)
+            x = x + expand_to(gate_t, x) * h
+        else:
+            x = x + attend_along(self.temporal_attention, h, "temporal", temporal_rope)
+        h = modulate(ops.cast(self.norm2(x), x.dtype), shift2, scale2)
+        return x + expand_to(gate2, x) * self.mlp(h)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(temporal_adaln=self.temporal_adaln)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class GenTronBlock(SpatioTemporalBlock):
+    """The GenTron block of the thesis (Chen et al. 2024 GenTron; thesis Section 3.2.1).
+
+    ::
+
+        g1, b1, a1, g2, b2, a2 = adaLN(c)          c = t_emb + pooled_text
+        x = x + a1 * SpatialAttn(LN(x) * (1 + g1) + b1)
+        x = x + CrossAttn(LN(x), text, mask)        # key padding mask on the text
+        x = x + TemporalAttn(LN(x))                 # no adaLN; zero-init output
+        x = x + a2 * MLP(LN(x) * (1 + g2) + b2)
+
+    A :class:`SpatioTemporalBlock` with ``temporal_adaln=False``.
+
+    Args:
+        hidden_dim, num_heads, mlp_ratio, qk_norm: as in :class:`DiTBlock`.
+        cross_attention: text cross-attention (True for text conditioning).
+
+    Example:
+        >>> block = GenTronBlock(32, num_heads=4, cross_attention=True)
+        >>> x, c = keras.ops.ones((2, 4, 16, 32)), keras.ops.ones((2, 32))
+        >>> block(x, c, context=keras.ops.ones((2, 7, 24)), context_mask=keras.ops.ones((2, 7))).shape
+        (2, 4, 16, 32)
+    """
+
+    def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, cross_attention=True, qk_norm=False, **kwargs):
+        kwargs.pop("temporal_adaln", None)
+        super().__init__(hidden_dim, num_heads, mlp_ratio=mlp_ratio, cross_attention=cross_attention,
+                         qk_norm=qk_norm, temporal_adaln=False, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class SplitHeadBlock(DiTBlock):
+    """adaLN-Zero block with one attention whose heads are split between space and time.
+
+    Latte variant 4 ("inner-block decomposition" of the heads): the first
+    ``spatial_heads`` heads attend within each frame, the others along time at
+    each patch position; their outputs are concatenated and projected together.
+    After one block a token therefore depends on its own frame and its own
+    position over time, but not on other positions of other frames.
+
+    Args:
+        hidden_dim, num_heads, mlp_ratio, cross_attention, qk_norm: as in :class:`DiTBlock`.
+        spatial_heads: heads used for spatial attention (default half, rounded down);
+            ``1 <= spatial_heads < num_heads``.
+
+    Call:
+        ``x (B, F, N, D)``, ``condition (B, D)``, ``context``, ``context_mask``,
+        ``temporal_rope`` angles ``(F, head_dim/2)`` for the temporal heads.
+
+    Example:
+        >>> block = SplitHeadBlock(32, num_heads=4)
+        >>> block(keras.ops.ones((2, 4, 16, 32)), keras.ops.ones((2, 32))).shape
+        (2, 4, 16, 32)
+    """
+
+    def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, cross_attention=False, qk_norm=False,
+                 spatial_heads=None, **kwargs):
+        super().__init__(hidden_dim, num_heads, mlp_ratio=mlp_ratio, cross_attention=cross_attention,
+                         qk_norm=qk_norm, **kwargs)
+        spatial_heads = num_heads // 2 if spatial_heads is None else spatial_heads
+        if not isinstance(spatial_heads, int) or not 1 <= spatial_heads < num_heads:
+            raise ValueError(
+                f"`spatial_heads` must be an integer in [1, num_heads={num_heads}), got {spatial_heads!r}."
+            )
+        self.spatial_heads = spatial_heads
+
+    def build(self, x_shape, condition_shape=None, context_shape=None, context_mask_shape=None,
+              temporal_rope_shape=None):
+        super().build(x_shape, condition_shape, context_shape, context_mask_shape)
+
+    def call(self, x, condition, context=None, context_mask=None, temporal_rope=None):
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition)
+        h = modulate(ops.cast(self.norm1(x), x.dtype), shift1, scale1)
+        x = x + expand_to(gate1, x) * split_head_attention(self.attention, h, self.spatial_heads, temporal_rope)
+        if self.cross_attention:
+            x = x + text_cross_attention(self.norm_cross, self.cross, x, context, context_mask)
+        h = modulate(ops.cast(self.norm2(x), x.dtype), shift2, scale2)
+        return x + expand_to(gate2, x) * self.mlp(h)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(spatial_heads=self.spatial_heads)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class TextCrossAttentionBlock(keras.layers.Layer):
+    """Residual text cross-attention ``x + CrossAttn(LN(x), text, mask)`` (GenTron / PixArt style).
+
+    The thesis' Latte v1 places this block between each spatial and temporal
+    block. The output projection starts at zero, so the block starts as the
+    identity; a fully masked (null) prompt contributes exactly zero.
+
+    Args:
+        hidden_dim: token width.
+        num_heads: attention heads.
+        qk_norm: RMS-normalise queries and keys.
+
+    Call:
+        ``x (B, F, N, D)`` or ``(B, N, D)``, ``context (B, L, Dc)``, ``context_mask (B, L)``.
+
+    Example:
+        >>> block = TextCrossAttentionBlock(32, num_heads=4)
+        >>> block(keras.ops.ones((2, 4, 16, 32)), keras.ops.ones((2, 7, 24))).shape
+        (2, 4, 16, 32)
+    """
+
+    def __init__(self, hidden_dim, num_heads, qk_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        if hidden_dim % num_heads:
+            raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads}.")
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.qk_norm = qk_norm
+        self.norm = _layer_norm("norm", affine=True)
+        self.attention = Attention(
+            num_heads, hidden_dim // num_heads, qk_norm=qk_norm, zero_init_output=True, name="attention",
+            dtype=self.dtype_policy,
+        )
+
+    def build(self, x_shape, context_shape=None, context_mask_shape=None):
+        self.norm.build(x_shape)
+        self.attention.build((None, None, self.hidden_dim), context_shape or (None, None, self.hidden_dim))
+        self.built = True
+
+    def call(self, x, context, context_mask=None):
+        return x + text_cross_attention(self.norm, self.attention, x, context, context_mask)
+
+    def compute_output_shape(self, x_shape, *args, **kwargs):
+        return tuple(x_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(hidden_dim=self.hidden_dim, num_heads=self.num_heads, qk_norm=self.qk_norm)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class MMDiTBlock(keras.layers.Layer):
+    """Two-stream MM-DiT block: joint attention over video and text tokens (SD3; CogVideoX).
+
+    ::
+
+        [a, b, g, d, e, z]_x = adaLN_x(c);   [a, b, g, d, e, z]_txt = adaLN_txt(c)
+        hx = LN(x) * (1 + a_x) + b_x;         ht = LN(txt) * (1 + a_t) + b_t
+        Ax, At = JointAttn(hx, ht, text_mask)               # one softmax over both streams
+        x = x + g_x * Ax;    x = x + z_x * MLP_x(LN(x) * (1 + d_x) + e_x)
+        txt = txt + g_t * At; txt = txt + z_t * MLP_t(LN(txt) * (1 + d_t) + e_t)
+
+    Video and text keep separate projections, MLPs and modulations (the
+    "expert" adaLN of CogVideoX); padded text tokens are never attended to.
+    All modulations are zero-initialised, so the block starts as the identity.
+
+    Args:
+        hidden_dim: width of both streams (project the text to it first).
+        num_heads: attention heads.
+        mlp_ratio: MLP expansion.
+        qk_norm: RMS-normalise queries and keys (SD3 does).
+
+    Call:
+        ``x (B, N, D)``, ``context (B, L, D)``, ``condition (B, D)``,
+        ``context_mask (B, L)``, ``rope`` angles ``(N, head_dim/2)`` for the video
+        tokens -> ``(x, context)``.
+
+    Example:
+        >>> block = MMDiTBlock(32, num_heads=4)
+        >>> x, txt = block(keras.ops.ones((2, 64, 32)), keras.ops.ones((2, 7, 32)), keras.ops.ones((2, 32)))
+    """
+
+    def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, qk_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        if hidden_dim % num_heads:
+            raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads}.")
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.qk_norm = qk_norm
+        self.attention = JointAttention(
+            num_heads, hidden_dim // num_heads, qk_norm=qk_norm, name="attention", dtype=self.dtype_policy
+        )
+        for stream in ("x", "context"):
+            setattr(self, f"{stream}_norm1", _layer_norm(f"{stream}_norm1"))
+            setattr(self, f"{stream}_norm2", _layer_norm(f"{stream}_norm2"))
+            setattr(self, f"{stream}_mlp", MLP(hidden_dim, mlp_ratio, name=f"{stream}_mlp", dtype=self.dtype_policy))
+            setattr(self, f"{stream}_modulation",
+                    AdaLNModulation(hidden_dim, 6, name=f"{stream}_modulation", dtype=self.dtype_policy))
+
+    def _stream(self, name):
+        """``(norm1, norm2, mlp, modulation)`` of stream ``"x"`` or ``"context"``."""
+        return tuple(getattr(self, f"{name}_{part}") for part in ("norm1", "norm2", "mlp", "modulation"))
+
+    def build(self, x_shape, context_shape=None, condition_shape=None, context_mask_shape=None, rope_shape=None):
+        context_shape = context_shape or (None, None, self.hidden_dim)
+        self.attention.build(x_shape, context_shape)
+        for name, shape in (("x", x_shape), ("context", context_shape)):
+            norm1, norm2, mlp, modulation = self._stream(name)
+            norm1.build(shape)
+            norm2.build(shape)
+            mlp.build(shape)
+            modulation.build(condition_shape or (None, self.hidden_dim))
+        self.built = True
+
+    def call(self, x, context, condition, context_mask=None, rope=None):
+        streams = {"x": x, "context": context}
+        mods, modulated = {}, {}
+        for name, t in streams.items():
+            norm1, _, _, modulation = self._stream(name)
+            mods[name] = modulation(condition)
+            modulated[name] = modulate(ops.cast(norm1(t), t.dtype), mods[name][0], mods[name][1])
+        attended = self.attention(modulated["x"], modulated["context"], context_mask=context_mask, rope=rope)
+        outputs = []
+        for (name, t), attn_out in zip(streams.items(), attended):
+            _, norm2, mlp, _ = self._stream(name)
+            _, _, gate1, shift2, scale2, gate2 = mods[name]
+            t = t + expand_to(gate1, t) * attn_out
+            h = modulate(ops.cast(norm2(t), t.dtype), shift2, scale2)
+            outputs.append(t + expand_to(gate2, t) * mlp(h))
+        return tuple(outputs)
+
+    def compute_output_shape(self, x_shape, context_shape=None, *args, **kwargs):
+        return tuple(x_shape), tuple(context_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qk_norm=self.qk_norm
+        )
+        return config
+
+
+def check_conditioning(conditioning, num_classes=None, text_dim=None):
+    """Validate a backbone's ``conditioning`` with its ``num_classes`` / ``text_dim``."""
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"`conditioning` must be one of {CONDITIONINGS}, got {conditioning!r}.")
+    for needed, name, value in (("class", "num_classes", num_classes), ("text", "text_dim", text_dim)):
+        if conditioning == needed and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ValueError(
+                f"`conditioning={needed!r}` needs a positive integer `{name}`, got {value!r}."
+            )
+
+
+def condition_inputs(conditioning, text_dim=None):
+    """The ``keras.Input`` s of a video backbone's condition, keyed by the contract's names.
+
+    ``"class"``: ``class_labels (B,)`` int32. ``"text"``: ``text_embeddings (B, L, text_dim)``,
+    ``text_mask (B, L)`` (1 = token, 0 = padding), ``pooled_text (B, text_dim)``; ``L`` is free.
+    """
+    if conditioning == "class":
+        return {"class_labels": keras.Input(shape=(), dtype="int32", name="class_labels")}
+    if conditioning == "text":
+        return {
+            "text_embeddings": keras.Input(shape=(None, text_dim), name="text_embeddings"),
+            "text_mask": keras.Input(shape=(None,), name="text_mask"),
+            "pooled_text": keras.Input(shape=(text_dim,), name="pooled_text"),
+        }
+    return {}
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class ConditionEmbedding(keras.layers.Layer):
+    """The adaLN condition vector of a video backbone: ``c = t_emb (+ y_emb | + pooled_text_emb)``.
+
+    - unconditional: ``c = TimestepEmbedding(t)``;
+    - ``"class"``: ``+ LabelEmbedding(y)`` (label ``num_classes`` is the null class; DiT / Latte);
+    - ``"text"``: ``+ PooledTextEmbedding(pooled_text, text_mask)`` (GenTron, thesis:
+      ``c = t_emb + y_pool``); an all-zero ``text_mask`` row selects the learned null embedding.
+
+    Args:
+        hidden_dim: width of ``c``.
+        conditioning: ``None``, ``"class"`` or ``"text"``.
+        num_classes: number of classes (class conditioning).
+        class_dropout_prob: in-model label dropping during training (keep 0 when the
+            task model drops conditions itself).
+
+    Call:
+        ``timesteps (B,)``, ``class_labels (B,)``, ``pooled_text (B, Dt)``, ``text_mask (B, L)`` -> ``(B, D)``.
+
+    Example:
+        >>> emb = ConditionEmbedding(32, conditioning="class", num_classes=10)
+        >>> emb(keras.ops.array([1.0, 500.0]), class_labels=keras.ops.array([3, 10])).shape
+        (2, 32)
+    """
+
+    def __init__(self, hidden_dim, conditioning=None, num_classes=None, class_dropout_prob=0.0, **kwargs):
+        super().__init__(**kwargs)
+        check_conditioning(conditioning, num_classes, text_dim=1)
+        self.hidden_dim = hidden_dim
+        self.conditioning = conditioning
+        self.num_classes = num_classes
+        self.class_dropout_prob = class_dropout_prob
+        self.timestep_embedding = TimestepEmbedding(hidden_dim, name="timestep_embedding", dtype=self.dtype_policy)
+        if conditioning == "class":
+            self.label_embedding = LabelEmbedding(
+                num_classes, hidden_dim, dropout_prob=class_dropout_prob, name="label_embedding",
+                dtype=self.dtype_policy,
+            )
+        elif conditioning == "text":
+            self.pooled_text_embedding = PooledTextEmbedding(
+                hidden_dim, name="pooled_text_embedding", dtype=self.dtype_policy
+            )
+
+    def build(self, timesteps_shape, class_labels_shape=None, pooled_text_shape=None, text_mask_shape=None):
+        self.timestep_embedding.build(timesteps_shape)
+        if self.conditioning == "class":
+            self.label_embedding.build(class_labels_shape or (None,))
+        elif self.conditioning == "text":
+            if pooled_text_shape is None:
+                raise ValueError("A text-conditioned ConditionEmbedding is built from the `pooled_text` shape.")
+            self.pooled_text_embedding.build(pooled_text_shape, text_mask_shape)
+        self.built = True
+
+    def call(self, timesteps, class_labels=None, pooled_text=None, text_mask=None, training=None):
+        c = self.timestep_embedding(timesteps)
+        if self.conditioning == "class":
+            c = c + self.label_embedding(class_labels, training=training)
+        elif self.conditioning == "text":
+            c = c + self.pooled_text_embedding(pooled_text, text_mask)
+        return c
+
+    def compute_output_shape(self, timesteps_shape, *args, **kwargs):
+        return (timesteps_shape[0], self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            conditioning=self.conditioning,
+            num_classes=self.num_classes,
+            class_dropout_prob=self.class_dropout_prob,
+        )
+        return config
+
+    def embed(self, inputs, training=None):
+        """``c`` from a backbone's input dict (uses only the keys the conditioning needs)."""
+        if self.conditioning == "class":
+            return self(inputs["timesteps"], class_labels=inputs["class_labels"], training=training)
+        if self.conditioning == "text":
+            return self(inputs["timesteps"], pooled_text=inputs["pooled_text"], text_mask=inputs["text_mask"])
+        return self(inputs["timesteps"])

@@ -1,0 +1,329 @@
+"""Latte: Latent Diffusion Transformer for video (Ma et al. 2024, arXiv:2401.03048).
+
+::
+
+    latents (B, F, H, W, C) -> PatchEmbedding (per frame, or tubelets of ``tubelet_size`` frames)
+                            -> tokens (B, F', N, D) + 2D sin-cos (spatial)
+    c = TimestepEmbedding(t) (+ LabelEmbedding(y) | + PooledTextEmbedding(pooled_text))
+    blocks (one of the paper's four spatio-temporal decompositions, ``variant``):
+        1: spatial, temporal, spatial, temporal, ...       (interleaved; the paper's best)
+        2: all spatial blocks, then all temporal blocks    (late fusion)
+        3: spatial then temporal attention inside each block
+        4: each attention's heads split between spatial and temporal
+    temporal position: 1D sin-cos added once before the first temporal attention
+                       (or RoPE on every temporal attention)
+    FinalLayer(tokens, c) -> Unpatchify -> (B, F, H, W, C_out)
+
+Text conditioning follows the thesis (seed 000, Section 3.3.1): the pooled
+prompt enters through adaLN (``c = t_emb + y_pool``) and the token embeddings
+through masked cross-attention, placed ``"v1"`` in a separate block between
+each spatial and temporal block, ``"v2"`` inside the spatial block (before its
+MLP) or ``"v3"`` inside both the spatial and the temporal blocks.
+"""
+
+import keras
+from keras import ops
+
+from keras_vdiff.layers.embeddings import rope_frequencies, sincos_embedding_1d, sincos_embedding_2d
+from keras_vdiff.layers.modulation import FinalLayer
+from keras_vdiff.layers.patching import PatchEmbedding, Unpatchify
+from keras_vdiff.layers.video_blocks import (
+    ConditionEmbedding,
+    FactorizedBlock,
+    SpatioTemporalBlock,
+    SplitHeadBlock,
+    TextCrossAttentionBlock,
+    check_conditioning,
+    condition_inputs,
+)
+from keras_vdiff.models.backbone import VideoBackbone, as_pair, checked_int
+from keras_vdiff.presets.registry import register_preset
+
+# The paper's model sizes (DiT's; Latte Table / official code): depth, width, heads.
+LATTE_SIZES = {
+    "small": dict(num_layers=12, hidden_dim=384, num_heads=6),
+    "base": dict(num_layers=12, hidden_dim=768, num_heads=12),
+    "large": dict(num_layers=24, hidden_dim=1024, num_heads=16),
+    "xlarge": dict(num_layers=28, hidden_dim=1152, num_heads=16),
+}
+VARIANTS = (1, 2, 3, 4)
+TEXT_PLACEMENTS = ("v1", "v2", "v3")
+TEMPORAL_POSITIONS = ("sincos", "rope")
+
+
+def _check_video_shape(input_shape):
+    shape = tuple(input_shape)
+    if len(shape) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        raise ValueError(
+            f"`input_shape` must be (frames, height, width, channels) of positive ints, got {input_shape!r}."
+        )
+    return shape
+
+
+def _check_choice(name, value, valid):
+    if value not in valid:
+        raise ValueError(f"`{name}` must be one of {valid}, got {value!r}.")
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class Latte(VideoBackbone):
+    """Latte video diffusion transformer with factorized spatial / temporal attention.
+
+    Reference: Ma et al., "Latte: Latent Diffusion Transformer for Video
+    Generation", 2024 (arXiv:2401.03048), and the thesis' text-conditioned
+    re-implementation (seed 000, Sections 3.2.2 and 3.3.1, Appendix 7.2-7.4).
+
+    Args:
+        input_shape: latent video shape ``(frames, height, width, channels)``.
+        patch_size: spatial patch size (2, 4 or 8 in the paper).
+        tubelet_size: temporal patch size; 1 is the paper's "uniform frame
+            patch embedding", >1 its "compression frame" (tubelet) embedding.
+        hidden_dim, num_heads, mlp_ratio: transformer width.
+        num_layers: number of transformer blocks. Variants 1 and 2 count
+            spatial and temporal blocks separately (must be even: Latte-XL has
+            28 = 14 spatial + 14 temporal); variants 3 and 4 count blocks that
+            hold both kinds of attention.
+        variant: 1, 2, 3 or 4 (see the module docstring).
+        conditioning: ``None``, ``"class"`` or ``"text"``.
+        num_classes: classes for ``"class"`` (label ``num_classes`` is the null class).
+        text_dim: width of ``text_embeddings`` / ``pooled_text`` for ``"text"``.
+        text_placement: ``"v1"``, ``"v2"`` or ``"v3"`` (thesis' placement of the
+            text cross-attention, variants 1 and 2). Variants 3 and 4 always put
+            one cross-attention inside each block after its self-attention and
+            accept only ``"v1"``.
+        temporal_position: ``"sincos"`` (absolute 1D table, added once) or
+            ``"rope"`` (rotary angles on every temporal attention).
+        spatial_heads: variant 4 only, heads given to spatial attention
+            (default half).
+        qk_norm: RMS-normalise queries and keys.
+        learn_sigma: also output the improved-DDPM variance channels.
+        class_dropout_prob: in-model label dropping (keep 0 with ``VideoDiffusion``).
+        dtype: dtype policy.
+
+    Inputs: ``latents (B, F, H, W, C)``, ``timesteps (B,)`` and the condition
+    (``class_labels`` or ``text_embeddings``, ``text_mask``, ``pooled_text``).
+    Output: ``(B, F, H, W, out_channels)``.
+
+    Example:
+        >>> model = Latte(input_shape=(2, 8, 8, 1), patch_size=2, hidden_dim=32, num_layers=2,
+        ...               num_heads=4, conditioning="class", num_classes=10, learn_sigma=False)
+        >>> model({"latents": keras.ops.zeros((2, 2, 8, 8, 1)), "timesteps": keras.ops.ones((2,)),
+        ...        "class_labels": keras.ops.array([1, 10])}).shape
+        (2, 2, 8, 8, 1)
+    """
+
+    def __init__(
+        self,
+        input_shape=(16, 32, 32, 4),
+        patch_size=2,
+        tubelet_size=1,
+        hidden_dim=1152,
+        num_layers=28,
+        num_heads=16,
+        mlp_ratio=4.0,
+        variant=1,
+        conditioning="class",
+        num_classes=None,
+        text_dim=None,
+        text_placement="v1",
+        temporal_position="sincos",
+        spatial_heads=None,
+        qk_norm=False,
+        learn_sigma=True,
+        class_dropout_prob=0.0,
+        dtype=None,
+        **kwargs,
+    ):
+        frames, height, width, in_channels = _check_video_shape(input_shape)
+        checked_int(patch_size, "patch_size")
+        checked_int(tubelet_size, "tubelet_size")
+        checked_int(num_layers, "num_layers")
+        checked_int(num_heads, "num_heads")
+        _check_choice("variant", variant, VARIANTS)
+        _check_choice("text_placement", text_placement, TEXT_PLACEMENTS)
+        _check_choice("temporal_position", temporal_position, TEMPORAL_POSITIONS)
+        check_conditioning(conditioning, num_classes, text_dim)
+        if height % patch_size or width % patch_size:
+            raise ValueError(
+                f"`input_shape` height/width {(height, width)} must be divisible by `patch_size`={patch_size}."
+            )
+        if frames % tubelet_size:
+            raise ValueError(f"`input_shape` frames={frames} must be divisible by `tubelet_size`={tubelet_size}.")
+        if hidden_dim % num_heads or hidden_dim % 4:
+            raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads} and by 4.")
+        if variant in (1, 2) and num_layers % 2:
+            raise ValueError(
+                f"`num_layers`={num_layers} must be even for variant {variant} (spatial + temporal blocks)."
+            )
+        if variant in (3, 4) and text_placement != "v1":
+            raise ValueError(
+                f"`text_placement`={text_placement!r} applies to variants 1 and 2; variant {variant} has one "
+                "cross-attention inside each block: use 'v1'."
+            )
+        head_dim = hidden_dim // num_heads
+        if temporal_position == "rope" and head_dim % 2:
+            raise ValueError(f"`temporal_position='rope'` needs an even head width, got {head_dim}.")
+        out_channels = in_channels * (2 if learn_sigma else 1)
+        grid = (height // patch_size, width // patch_size)
+        token_frames = frames // tubelet_size
+        text = conditioning == "text"
+
+        # === Layers ===
+        self.patch_embedding = PatchEmbedding(
+            patch_size, hidden_dim, tubelet_size=tubelet_size, name="patch_embedding", dtype=dtype
+        )
+        self.condition_embedding = ConditionEmbedding(
+            hidden_dim, conditioning, num_classes, class_dropout_prob, name="condition_embedding", dtype=dtype
+        )
+        common = dict(mlp_ratio=mlp_ratio, qk_norm=qk_norm, dtype=dtype)
+        # `layout` lists (kind, block) in call order; kind tells how to call it.
+        layout = []
+        if variant in (1, 2):
+            pairs = num_layers // 2
+            if variant == 1:
+                order = [(axis, i) for i in range(pairs) for axis in ("spatial", "temporal")]
+            else:
+                order = [("spatial", i) for i in range(pairs)] + [("temporal", i) for i in range(pairs)]
+            for axis, i in order:
+                inner_cross = text and (
+                    text_placement == "v3" or (text_placement == "v2" and axis == "spatial")
+                )
+                layout.append(("factorized_" + axis, FactorizedBlock(
+                    hidden_dim, num_heads, axis=axis, cross_attention=inner_cross,
+                    name=f"{axis}_block_{i}", **common,
+                )))
+                if text and text_placement == "v1" and axis == "spatial":
+                    layout.append(("text", TextCrossAttentionBlock(
+                        hidden_dim, num_heads, qk_norm=qk_norm, name=f"text_block_{i}", dtype=dtype
+                    )))
+        elif variant == 3:
+            for i in range(num_layers):
+                layout.append(("spatiotemporal", SpatioTemporalBlock(
+                    hidden_dim, num_heads, cross_attention=text, name=f"block_{i}", **common
+                )))
+        else:
+            for i in range(num_layers):
+                layout.append(("split", SplitHeadBlock(
+                    hidden_dim, num_heads, cross_attention=text, spatial_heads=spatial_heads,
+                    name=f"block_{i}", **common,
+                )))
+        self.blocks = [block for _, block in layout]
+        self.final_layer = FinalLayer(
+            tubelet_size * patch_size * patch_size * out_channels, name="final_layer", dtype=dtype
+        )
+        self.unpatchify = Unpatchify(
+            patch_size, out_channels, tubelet_size=tubelet_size, grid_size=grid, name="unpatchify", dtype=dtype
+        )
+
+        # === Functional model ===
+        latents = keras.Input(shape=(frames, height, width, in_channels), name="latents")
+        timesteps = keras.Input(shape=(), name="timesteps")
+        cond = condition_inputs(conditioning, text_dim)
+        inputs = {"latents": latents, "timesteps": timesteps, **cond}
+        c = self.condition_embedding.embed(inputs)
+        context = cond.get("text_embeddings")
+        context_mask = cond.get("text_mask")
+
+        x = self.patch_embedding(latents)  # (B, F', N, D)
+        x = x + ops.cast(sincos_embedding_2d(grid[0], grid[1], hidden_dim)[None, None], x.dtype)
+        temporal_table = sincos_embedding_1d(token_frames, hidden_dim)[None, :, None, :]
+        rope = rope_frequencies(range(token_frames), head_dim) if temporal_position == "rope" else None
+        needs_temporal_table = temporal_position == "sincos"
+        if needs_temporal_table and variant in (3, 4):
+            # Their first block already attends over time: add the frame table up front.
+            x = x + ops.cast(temporal_table, x.dtype)
+            needs_temporal_table = False
+        for kind, block in layout:
+            if kind == "text":
+                x = block(x, context, context_mask)
+                continue
+            if kind == "factorized_temporal" and needs_temporal_table:
+                x = x + ops.cast(temporal_table, x.dtype)
+                needs_temporal_table = False
+            if kind.startswith("factorized"):
+                x = block(x, c, context=context, context_mask=context_mask,
+                          rope=rope if kind == "factorized_temporal" else None)
+            else:
+                x = block(x, c, context=context, context_mask=context_mask, temporal_rope=rope)
+        outputs = self.unpatchify(self.final_layer(x, c))
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.input_shape_ = (frames, height, width, in_channels)
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.variant = variant
+        self.conditioning = conditioning
+        self.num_classes = num_classes
+        self.text_dim = text_dim
+        self.text_placement = text_placement
+        self.temporal_position = temporal_position
+        self.spatial_heads = spatial_heads
+        self.qk_norm = qk_norm
+        self.learn_sigma = learn_sigma
+        self.class_dropout_prob = class_dropout_prob
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.latent_shape = (frames, height, width, in_channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_shape=self.latent_shape,
+            patch_size=self.patch_size,
+            tubelet_size=self.tubelet_size,
+            hidden_dim=self.hidden_dim,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            mlp_ratio=self.mlp_ratio,
+            variant=self.variant,
+            conditioning=self.conditioning,
+            num_classes=self.num_classes,
+            text_dim=self.text_dim,
+            text_placement=self.text_placement,
+            temporal_position=self.temporal_position,
+            spatial_heads=self.spatial_heads,
+            qk_norm=self.qk_norm,
+            learn_sigma=self.learn_sigma,
+            class_dropout_prob=self.class_dropout_prob,
+        )
+        return config
+
+
+def _register_presets():
+    for size, dims in LATTE_SIZES.items():
+        for patch in (2, 4, 8):
+            label = "XL" if size == "xlarge" else size[0].upper()
+            register_preset(
+                f"latte_{size}_patch{patch}",
+                "Latte",
+                dict(input_shape=(16, 32, 32, 4), patch_size=patch, conditioning="class", num_classes=1000,
+                     variant=1, learn_sigma=True, **dims),
+                f"Latte-{label}/{patch} (Ma et al. 2024), variant 1: 16 frames of 32x32x4 latents, "
+                "class-conditional, learned sigma; random init.",
+                metadata=dict(paper="arXiv:2401.03048"),
+            )
+    register_preset(
+        "latte_thesis",
+        "Latte",
+        dict(input_shape=(10, 28, 28, 4), patch_size=2, hidden_dim=1152, num_layers=10, num_heads=16,
+             variant=1, conditioning="text", text_dim=512, text_placement="v1", learn_sigma=True),
+        "The thesis' text-conditioned Latte v1 (10 frames of 28x28x4 latents, patch 2, width 1152, 5 spatial + "
+        "5 temporal blocks, CLIP-width 512 text, cross-attention between spatial and temporal blocks; heads 16 "
+        "are our choice, the thesis gives none); random init.",
+        metadata=dict(paper="thesis seed 000, Sections 3.2.2, 3.3.1; arXiv:2401.03048"),
+    )
+    register_preset(
+        "latte_tiny",
+        "Latte",
+        dict(input_shape=(2, 8, 8, 1), patch_size=2, hidden_dim=32, num_layers=2, num_heads=4,
+             variant=1, conditioning="class", num_classes=4, learn_sigma=False),
+        "A tiny Latte for tests and CPU experiments (2 frames of 8x8x1, 4 classes).",
+    )
+
+
+_register_presets()

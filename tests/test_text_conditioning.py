@@ -20,9 +20,12 @@ from keras_vdiff.video_diffusion import VideoDiffusion
 from test_text_keras_hub_adapters import clip_tokenizer, small_clip
 
 FRAMES, SIZE = 2, 4
+# The compiled sampling loop is tested with the task model; torch.compile costs a minute here, the others seconds.
+COMPILE = keras.backend.backend() != "torch"
 CAPTIONS = ["The digit 1 is moving up and down", "The digit 2 is moving left and right"]
 
 
+@keras.saving.register_keras_serializable(package="keras_vdiff_tests")
 class TinyTextBackbone(VideoBackbone):
     conditioning = "text"
 
@@ -74,7 +77,7 @@ def make_model(encoder, sequence_length, text_dim):
     return model
 
 
-def test_small_text_encoder_trains_with_fit_and_conditions_generate():
+def test_small_text_encoder_trains_with_fit_and_conditions_generate(tmp_path):
     encoder = SmallTextEncoder.from_texts(CAPTIONS, hidden_dim=16, num_layers=1, num_heads=2)
     model = make_model(encoder, encoder.sequence_length, 16)
     captions = [CAPTIONS[i % 2] for i in range(16)]
@@ -84,11 +87,16 @@ def test_small_text_encoder_trains_with_fit_and_conditions_generate():
     assert np.all(np.isfinite(history))
     changed = [not np.allclose(b, to_numpy(w)) for b, w in zip(before, encoder.trainable_weights)]
     assert any(changed), "the text encoder must be trained jointly by fit"
-    videos = model.generate(prompts=CAPTIONS, steps=3, sampler="ddim", guidance_scale=2.0, seed=0, compile=False)
+    videos = model.generate(prompts=CAPTIONS, steps=3, sampler="ddim", guidance_scale=2.0, seed=0, compile=COMPILE)
     assert videos.shape == (2, FRAMES, SIZE, SIZE, 1) and videos.dtype == np.uint8
     # Same noise, different prompt -> different video: the prompt reaches the backbone.
     assert np.abs(videos[0].astype(int) - videos[1].astype(int)).sum() > 0
-    again = model.generate(prompts=CAPTIONS, steps=3, sampler="ddim", guidance_scale=2.0, seed=0, compile=False)
+    # The whole pipeline, text encoder (vocabulary + trained weights) included, survives a preset round trip.
+    model.save_to_preset(str(tmp_path / "pipeline"))
+    restored = VideoDiffusion.from_preset(str(tmp_path / "pipeline"))
+    assert isinstance(restored.text_encoder, SmallTextEncoder)
+    assert restored.text_encoder.vocabulary == encoder.vocabulary
+    again = restored.generate(prompts=CAPTIONS, steps=3, sampler="ddim", guidance_scale=2.0, seed=0, compile=COMPILE)
     np.testing.assert_array_equal(videos, again)
 
 
@@ -105,6 +113,6 @@ def test_clip_adapter_plugs_into_a_text_backbone():
     assert np.all(np.isfinite(history))
     for before, after in zip(frozen, adapter.weights):
         np.testing.assert_array_equal(before, to_numpy(after))  # frozen stays frozen
-    videos = model.generate(prompts=CAPTIONS, steps=2, sampler="ddim", guidance_scale=2.0, seed=1, compile=False)
+    videos = model.generate(prompts=CAPTIONS, steps=2, sampler="ddim", guidance_scale=2.0, seed=1, compile=COMPILE)
     assert videos.shape == (2, FRAMES, SIZE, SIZE, 1) and videos.dtype == np.uint8
     assert np.abs(videos[0].astype(int) - videos[1].astype(int)).sum() > 0

@@ -144,3 +144,14 @@ def test_t5_adapter_round_trip_and_errors():
         adapter({"ids": ids})
     with pytest.raises(RuntimeError, match="no_such_t5_preset"):
         T5TextAdapter.from_preset("no_such_t5_preset")
+
+
+def test_frozen_adapter_runs_in_inference_mode():
+    backbone = keras_hub.models.T5Backbone(vocabulary_size=14, num_layers=1, num_heads=2, hidden_dim=16,
+                                           intermediate_dim=32, dropout=0.5)
+    adapter = T5TextAdapter(backbone, sequence_length=6)
+    ids = np.array([[4, 5, 6, 1, 0, 0]], np.int32)
+    inference = to_numpy(adapter(ids, training=False)[0])
+    assert not np.allclose(to_numpy(adapter(ids, training=True)[0]), inference)  # dropout acts while trainable
+    adapter.trainable = False
+    np.testing.assert_allclose(to_numpy(adapter(ids, training=True)[0]), inference, atol=1e-6)

@@ -21,7 +21,8 @@ carry; pre-tokenize with :meth:`tokenize`). Padded positions of ``embeddings``
 are set to zero. ``from_preset(name)`` loads pretrained weights through
 keras-hub for users who can download them; without network it raises a
 ``RuntimeError`` that says so. Pretrained encoders are usually frozen:
-``from_preset(..., trainable=False)`` is the default.
+``from_preset(..., trainable=False)`` is the default, and a frozen adapter runs its
+encoder in inference mode (no dropout) even inside ``fit``.
 
 Serialization: ``get_config`` stores the wrapped encoder's config; the
 tokenizer's vocabulary is a keras-hub asset, not config, so an adapter built
@@ -210,6 +211,7 @@ class CLIPTextAdapter(_KerasHubTextAdapter):
 
     def call(self, inputs, training=False):
         token_ids, mask = self._split_inputs(inputs)
+        training = bool(training) and self.trainable  # a frozen encoder runs in inference mode (no dropout)
         embeddings = ops.cast(self.text_encoder({"token_ids": token_ids}, training=training), "float32")
         if self.end_token_id is None:
             end = ops.argmax(token_ids, axis=-1)
@@ -304,6 +306,7 @@ class T5TextAdapter(_KerasHubTextAdapter):
         if mask is None:
             mask = ops.not_equal(token_ids, self.pad_token_id)
         mask = ops.cast(mask, "int32")
+        training = bool(training) and self.trainable  # a frozen encoder runs in inference mode (no dropout)
         embeddings = self.encoder({"encoder_token_ids": token_ids, "encoder_padding_mask": mask}, training=training)
         embeddings = ops.cast(embeddings, "float32")
         mask = ops.cast(mask, "float32")

@@ -158,6 +158,7 @@ class SmallTextEncoder(keras.layers.Layer):
                 f"`token_ids` must have shape (batch, length <= {self.sequence_length}); got {token_ids.shape}."
             )
         token_ids = ops.cast(token_ids, "int32")
+        training = bool(training) and self.trainable  # frozen: inference mode (no dropout)
         mask = ops.not_equal(token_ids, WordTokenizer.pad_id)
         x = self.token_embedding(token_ids)
         x = x + self.position_embedding(x)

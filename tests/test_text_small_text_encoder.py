@@ -12,11 +12,16 @@ CAPTIONS = ["The digit 7 is moving left and right", "The digit 2 is moving up an
 
 
 def make_encoder(**kwargs):
-    return SmallTextEncoder.from_texts(CAPTIONS, hidden_dim=32, num_layers=2, num_heads=4, **kwargs)
+    return SmallTextEncoder.from_texts(CAPTIONS, **dict(dict(hidden_dim=32, num_layers=2, num_heads=4,
+                                                             sequence_length=10), **kwargs))
 
 
-def test_shapes_mask_and_pooled():
-    encoder = make_encoder(sequence_length=10)
+@pytest.fixture(scope="module")
+def encoder():
+    return make_encoder()
+
+
+def test_shapes_mask_and_pooled(encoder):
     embeddings, mask, pooled = (to_numpy(x) for x in encoder(CAPTIONS))
     assert embeddings.shape == (3, 10, 32) and mask.shape == (3, 10) and pooled.shape == (3, 32)
     lengths = [8, 8, 3]
@@ -29,8 +34,7 @@ def test_shapes_mask_and_pooled():
     np.testing.assert_allclose(pooled, reference, rtol=1e-5, atol=1e-6)
 
 
-def test_padding_does_not_change_the_words():
-    encoder = make_encoder(sequence_length=10)
+def test_padding_does_not_change_the_words(encoder):
     ids = encoder.tokenizer(["The digit 0"])
     full, _, pooled_full = (to_numpy(x) for x in encoder(ids))
     short, mask, pooled_short = (to_numpy(x) for x in encoder(ids[:, :3]))  # no padding at all
@@ -42,8 +46,7 @@ def test_padding_does_not_change_the_words():
     np.testing.assert_allclose(both[:1], full, atol=1e-5)
 
 
-def test_strings_and_token_ids_agree_and_empty_caption_is_finite():
-    encoder = make_encoder()
+def test_strings_and_token_ids_agree_and_empty_caption_is_finite(encoder):
     from_strings = [to_numpy(x) for x in encoder(CAPTIONS + [""])]
     from_ids = [to_numpy(x) for x in encoder(encoder.tokenizer(CAPTIONS + [""]))]
     for a, b in zip(from_strings, from_ids):
@@ -63,10 +66,10 @@ def test_masked_mean_matches_numpy():
 
 
 def test_config_and_weights_round_trip():
-    encoder = make_encoder(dropout=0.1, intermediate_dim=48)
+    encoder = make_encoder(dropout=0.1)
     outputs = [to_numpy(x) for x in encoder(CAPTIONS)]
     config = encoder.get_config()
-    assert config["vocabulary"] == encoder.tokenizer.get_vocabulary()[2:] and config["intermediate_dim"] == 48
+    assert config["vocabulary"] == encoder.tokenizer.get_vocabulary()[2:] and config["dropout"] == 0.1
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(encoder))
     assert isinstance(clone, SmallTextEncoder) and clone.get_config() == config
     clone(CAPTIONS)

@@ -116,3 +116,26 @@ def test_clip_adapter_plugs_into_a_text_backbone():
     videos = model.generate(prompts=CAPTIONS, steps=2, sampler="ddim", guidance_scale=2.0, seed=1, compile=COMPILE)
     assert videos.shape == (2, FRAMES, SIZE, SIZE, 1) and videos.dtype == np.uint8
     assert np.abs(videos[0].astype(int) - videos[1].astype(int)).sum() > 0
+
+
+def test_clip_adapter_feeds_latte_and_padding_is_ignored_end_to_end():
+    from keras_vdiff.models.latte import Latte
+
+    tokenizer = clip_tokenizer()
+    encoder = small_clip(tokenizer, sequence_length=12)
+    long_adapter = CLIPTextAdapter(encoder, tokenizer, sequence_length=12)
+    short_adapter = CLIPTextAdapter(encoder, tokenizer, sequence_length=9)  # same weights, less padding
+    backbone = Latte(input_shape=(FRAMES, SIZE, SIZE, 1), patch_size=2, hidden_dim=16, num_layers=2, num_heads=2,
+                     conditioning="text", text_dim=16, learn_sigma=False)
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(2, FRAMES, SIZE, SIZE, 1)).astype(np.float32)
+    outputs = []
+    for adapter in (long_adapter, short_adapter):
+        embeddings, mask, pooled = adapter(CAPTIONS)
+        timesteps = keras.ops.convert_to_tensor(np.array([3.0, 500.0], np.float32))
+        outputs.append(to_numpy(backbone({"latents": keras.ops.convert_to_tensor(latents), "timesteps": timesteps,
+                                           "text_embeddings": embeddings, "text_mask": mask, "pooled_text": pooled})))
+    assert outputs[0].shape == (2, FRAMES, SIZE, SIZE, 1)
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)  # 3 more padding tokens change nothing
+    other, _, _ = short_adapter(CAPTIONS[::-1])
+    assert np.abs(to_numpy(other) - to_numpy(short_adapter(CAPTIONS)[0])).max() > 1e-3  # the words do matter

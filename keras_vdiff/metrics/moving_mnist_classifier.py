@@ -57,11 +57,10 @@ class MovingMNISTClassifier(keras.Model):
 
     Example:
         >>> import keras_vdiff as kv
-        >>> data = kv.data.moving_mnist(8, frame_size=16, split="test", digits_source="sklearn")
+        >>> data = kv.data.moving_mnist(600, frame_size=16, split="test", digits_source="sklearn")
         >>> classifier = kv.metrics.MovingMNISTClassifier.load()
         >>> digits, motions = classifier.predict(data["videos"])
-        >>> (digits == data["digits"]).mean()
-        1.0
+        >>> (digits == data["digits"]).mean(), (motions == data["motions"]).mean()  # about 0.97-0.98 and 1.0
 
     Reference: the evaluation of notes-000 (MovingMNIST text-to-video, 10 digits x
     3 motions); a held-out classifier as judge follows the "classifier accuracy"

@@ -79,3 +79,19 @@ def test_bad_input_and_config_round_trip(classifier):
         MovingMNISTClassifier.load(weights="/nonexistent/classifier.weights.h5")
     clone = MovingMNISTClassifier.from_config(classifier.get_config())
     assert clone.get_config() == classifier.get_config()
+
+
+def test_features_serve_as_a_frechet_distance_space(classifier):
+    from keras_vdiff.metrics.feature_statistics import frechet_video_distance
+
+    real = held_out(16, num_videos=160, seed=21)["videos"]
+    other_real = held_out(16, num_videos=160, seed=22)["videos"]
+    blurred = (augment_like_samples(other_real / 255.0, np.random.default_rng(1), strength=2.0) * 255).astype(np.uint8)
+    noise = np.random.default_rng(2).integers(0, 256, real.shape).astype(np.uint8)
+    features = classifier.features(real[:4])
+    assert features.shape == (4, 128) and features.dtype == np.float32
+    np.testing.assert_allclose(classifier.features(real[:4] / 255.0), features, atol=1e-5)
+    same = frechet_video_distance(real, other_real, classifier, batch_size=64)
+    degraded = frechet_video_distance(real, blurred, classifier, batch_size=64)
+    unrelated = frechet_video_distance(real, noise, classifier, batch_size=64)
+    assert same < degraded < unrelated  # the distance orders sample quality

@@ -110,23 +110,20 @@ class MovingMNISTClassifier(keras.Model):
                                   antialias=True)
         return ops.reshape(frames, (shape[0], shape[1], self.frame_size, self.frame_size, shape[4]))
 
-    def features(self, videos, training=False):
-        """Pooled features ``(B, 2 * filters[-1])`` of ``[0, 1]`` float videos."""
+    def pooled_features(self, videos, training=False):
+        """Pooled features ``(B, 2 * filters[-1])`` of float ``[0, 1]`` video tensors (differentiable)."""
         x = self.resize_frames(ops.cast(videos, "float32")) * 2.0 - 1.0
         for conv, norm in zip(self.convolutions, self.normalizations):
             x = norm(conv(x), training=training)
         return ops.concatenate([ops.mean(x, axis=(1, 2, 3)), ops.max(x, axis=(1, 2, 3))], axis=-1)
 
     def call(self, videos, training=False):
-        features = self.feature_dropout(self.features(videos, training=training), training=training)
+        features = self.feature_dropout(self.pooled_features(videos, training=training), training=training)
         return {"digits": self.digit_head(features), "motions": self.motion_head(features)}
 
-    def predict(self, videos, batch_size=64, verbose=0, return_probabilities=False):
-        """Predicted ``(digits (N,), motions (N,))`` of uint8 videos ``(N, F, H, W, 1)`` in [0, 255].
-
-        Float videos are taken to be in ``[0, 1]``. ``return_probabilities=True``
-        returns the softmax probabilities ``((N, 10), (N, 3))`` instead.
-        """
+    @staticmethod
+    def _prepare(videos):
+        """uint8 [0, 255] or float [0, 1] videos (N, F, S, S[, 1]) -> float32 numpy in [0, 1], validated."""
         videos = np.asarray(videos)
         if videos.ndim == 4:
             videos = videos[..., None]
@@ -136,12 +133,27 @@ class MovingMNISTClassifier(keras.Model):
             )
         if videos.shape[1] < 3:
             raise ValueError(f"`videos` must have at least 3 frames to show a motion; received {videos.shape[1]}.")
+        if videos.dtype == np.uint8:
+            return videos.astype(np.float32) / 255.0
+        return np.clip(videos.astype(np.float32), 0.0, 1.0)
+
+    def features(self, videos):
+        """Pooled features ``(N, 2 * filters[-1])`` (numpy) of uint8 or ``[0, 1]`` float videos.
+
+        The feature space of a Frechet / kernel distance on MovingMNIST
+        (``kv.metrics.frechet_video_distance(real, fake, classifier)``).
+        """
+        return ops.convert_to_numpy(self.pooled_features(ops.convert_to_tensor(self._prepare(videos))))
+
+    def predict(self, videos, batch_size=64, verbose=0, return_probabilities=False):
+        """Predicted ``(digits (N,), motions (N,))`` of uint8 videos ``(N, F, H, W, 1)`` in [0, 255].
+
+        Float videos are taken to be in ``[0, 1]``. ``return_probabilities=True``
+        returns the softmax probabilities ``((N, 10), (N, 3))`` instead.
+        """
+        videos = self._prepare(videos)
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive integer; received {batch_size!r}.")
-        if videos.dtype == np.uint8:
-            videos = videos.astype(np.float32) / 255.0
-        else:
-            videos = np.clip(videos.astype(np.float32), 0.0, 1.0)
         digit_probs, motion_probs = [], []
         for start in range(0, len(videos), batch_size):
             batch = videos[start : start + batch_size]

@@ -404,6 +404,9 @@ class MMDiTBlock(keras.layers.Layer):
         num_heads: attention heads.
         mlp_ratio: MLP expansion.
         qk_norm: RMS-normalise queries and keys (SD3 does).
+        context_output: update the text stream. The last block of a model
+            sets it False (SD3's ``context_pre_only``): its text stream only
+            gives keys and values, has no MLP, and the text is returned unchanged.
 
     Call:
         ``x (B, N, D)``, ``context (B, L, D)``, ``condition (B, D)``,
@@ -415,7 +418,7 @@ class MMDiTBlock(keras.layers.Layer):
         >>> x, txt = block(keras.ops.ones((2, 64, 32)), keras.ops.ones((2, 7, 32)), keras.ops.ones((2, 32)))
     """
 
-    def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, qk_norm=False, **kwargs):
+    def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, qk_norm=False, context_output=True, **kwargs):
         super().__init__(**kwargs)
         if hidden_dim % num_heads:
             raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads}.")
@@ -423,47 +426,51 @@ class MMDiTBlock(keras.layers.Layer):
         self.num_heads = num_heads
         self.mlp_ratio = mlp_ratio
         self.qk_norm = qk_norm
+        self.context_output = context_output
         self.attention = JointAttention(
             num_heads, hidden_dim // num_heads, qk_norm=qk_norm, name="attention", dtype=self.dtype_policy
         )
+        self.streams = ("x", "context") if context_output else ("x",)
         for stream in ("x", "context"):
             setattr(self, f"{stream}_norm1", _layer_norm(f"{stream}_norm1"))
+            count = 6 if stream in self.streams else 2  # a text stream without output only needs shift, scale
+            setattr(self, f"{stream}_modulation",
+                    AdaLNModulation(hidden_dim, count, name=f"{stream}_modulation", dtype=self.dtype_policy))
+        for stream in self.streams:
             setattr(self, f"{stream}_norm2", _layer_norm(f"{stream}_norm2"))
             setattr(self, f"{stream}_mlp", MLP(hidden_dim, mlp_ratio, name=f"{stream}_mlp", dtype=self.dtype_policy))
-            setattr(self, f"{stream}_modulation",
-                    AdaLNModulation(hidden_dim, 6, name=f"{stream}_modulation", dtype=self.dtype_policy))
-
-    def _stream(self, name):
-        """``(norm1, norm2, mlp, modulation)`` of stream ``"x"`` or ``"context"``."""
-        return tuple(getattr(self, f"{name}_{part}") for part in ("norm1", "norm2", "mlp", "modulation"))
 
     def build(self, x_shape, context_shape=None, condition_shape=None, context_mask_shape=None, rope_shape=None):
         context_shape = context_shape or (None, None, self.hidden_dim)
+        condition_shape = condition_shape or (None, self.hidden_dim)
         self.attention.build(x_shape, context_shape)
         for name, shape in (("x", x_shape), ("context", context_shape)):
-            norm1, norm2, mlp, modulation = self._stream(name)
-            norm1.build(shape)
-            norm2.build(shape)
-            mlp.build(shape)
-            modulation.build(condition_shape or (None, self.hidden_dim))
+            getattr(self, f"{name}_norm1").build(shape)
+            getattr(self, f"{name}_modulation").build(condition_shape)
+            if name in self.streams:
+                getattr(self, f"{name}_norm2").build(shape)
+                getattr(self, f"{name}_mlp").build(shape)
         self.built = True
 
     def call(self, x, context, condition, context_mask=None, rope=None):
-        streams = {"x": x, "context": context}
+        inputs = {"x": x, "context": context}
         mods, modulated = {}, {}
-        for name, t in streams.items():
-            norm1, _, _, modulation = self._stream(name)
-            mods[name] = modulation(condition)
-            modulated[name] = modulate(ops.cast(norm1(t), t.dtype), mods[name][0], mods[name][1])
-        attended = self.attention(modulated["x"], modulated["context"], context_mask=context_mask, rope=rope)
-        outputs = []
-        for (name, t), attn_out in zip(streams.items(), attended):
-            _, norm2, mlp, _ = self._stream(name)
+        for name, t in inputs.items():
+            mods[name] = getattr(self, f"{name}_modulation")(condition)
+            h = ops.cast(getattr(self, f"{name}_norm1")(t), t.dtype)
+            modulated[name] = modulate(h, mods[name][0], mods[name][1])
+        attended = dict(zip(
+            ("x", "context"),
+            self.attention(modulated["x"], modulated["context"], context_mask=context_mask, rope=rope),
+        ))
+        outputs = dict(inputs)
+        for name in self.streams:
+            t = inputs[name]
             _, _, gate1, shift2, scale2, gate2 = mods[name]
-            t = t + expand_to(gate1, t) * attn_out
-            h = modulate(ops.cast(norm2(t), t.dtype), shift2, scale2)
-            outputs.append(t + expand_to(gate2, t) * mlp(h))
-        return tuple(outputs)
+            t = t + expand_to(gate1, t) * attended[name]
+            h = modulate(ops.cast(getattr(self, f"{name}_norm2")(t), t.dtype), shift2, scale2)
+            outputs[name] = t + expand_to(gate2, t) * getattr(self, f"{name}_mlp")(h)
+        return outputs["x"], outputs["context"]
 
     def compute_output_shape(self, x_shape, context_shape=None, *args, **kwargs):
         return tuple(x_shape), tuple(context_shape)
@@ -471,7 +478,8 @@ class MMDiTBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            hidden_dim=self.hidden_dim, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qk_norm=self.qk_norm
+            hidden_dim=self.hidden_dim, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qk_norm=self.qk_norm,
+            context_output=self.context_output,
         )
         return config
 

@@ -36,7 +36,7 @@ from keras_vdiff.layers.video_blocks import (
     check_conditioning,
     condition_inputs,
 )
-from keras_vdiff.models.backbone import VideoBackbone, as_pair, checked_int
+from keras_vdiff.models.backbone import VideoBackbone, checked_int
 from keras_vdiff.presets.registry import register_preset
 
 # The paper's model sizes (DiT's; Latte Table / official code): depth, width, heads.
@@ -51,18 +51,32 @@ TEXT_PLACEMENTS = ("v1", "v2", "v3")
 TEMPORAL_POSITIONS = ("sincos", "rope")
 
 
-def _check_video_shape(input_shape):
-    shape = tuple(input_shape)
+def check_choice(name, value, valid):
+    """Raise a ValueError naming ``name`` unless ``value`` is one of ``valid``."""
+    if value not in valid:
+        raise ValueError(f"`{name}` must be one of {valid}, got {value!r}.")
+
+
+def check_video_transformer(input_shape, patch_size, tubelet_size, hidden_dim, num_layers, num_heads):
+    """Validate the shared size arguments of the video transformers; returns ``(F, H, W, C)``."""
+    shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
     if len(shape) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
         raise ValueError(
             f"`input_shape` must be (frames, height, width, channels) of positive ints, got {input_shape!r}."
         )
+    for name, value in (("patch_size", patch_size), ("tubelet_size", tubelet_size),
+                        ("num_layers", num_layers), ("num_heads", num_heads), ("hidden_dim", hidden_dim)):
+        checked_int(value, name)
+    frames, height, width, _ = shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(
+            f"`input_shape` height/width {(height, width)} must be divisible by `patch_size`={patch_size}."
+        )
+    if frames % tubelet_size:
+        raise ValueError(f"`input_shape` frames={frames} must be divisible by `tubelet_size`={tubelet_size}.")
+    if hidden_dim % num_heads or hidden_dim % 4:
+        raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads} and by 4.")
     return shape
-
-
-def _check_choice(name, value, valid):
-    if value not in valid:
-        raise ValueError(f"`{name}` must be one of {valid}, got {value!r}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
@@ -134,23 +148,13 @@ class Latte(VideoBackbone):
         dtype=None,
         **kwargs,
     ):
-        frames, height, width, in_channels = _check_video_shape(input_shape)
-        checked_int(patch_size, "patch_size")
-        checked_int(tubelet_size, "tubelet_size")
-        checked_int(num_layers, "num_layers")
-        checked_int(num_heads, "num_heads")
-        _check_choice("variant", variant, VARIANTS)
-        _check_choice("text_placement", text_placement, TEXT_PLACEMENTS)
-        _check_choice("temporal_position", temporal_position, TEMPORAL_POSITIONS)
+        frames, height, width, in_channels = check_video_transformer(
+            input_shape, patch_size, tubelet_size, hidden_dim, num_layers, num_heads
+        )
+        check_choice("variant", variant, VARIANTS)
+        check_choice("text_placement", text_placement, TEXT_PLACEMENTS)
+        check_choice("temporal_position", temporal_position, TEMPORAL_POSITIONS)
         check_conditioning(conditioning, num_classes, text_dim)
-        if height % patch_size or width % patch_size:
-            raise ValueError(
-                f"`input_shape` height/width {(height, width)} must be divisible by `patch_size`={patch_size}."
-            )
-        if frames % tubelet_size:
-            raise ValueError(f"`input_shape` frames={frames} must be divisible by `tubelet_size`={tubelet_size}.")
-        if hidden_dim % num_heads or hidden_dim % 4:
-            raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads} and by 4.")
         if variant in (1, 2) and num_layers % 2:
             raise ValueError(
                 f"`num_layers`={num_layers} must be even for variant {variant} (spatial + temporal blocks)."

@@ -55,14 +55,14 @@ def test_fit_consumes_the_batches():
 
 
 def test_precompute_text_matches_the_encoder():
-    encoder = SmallTextEncoder.from_texts(CAPTIONS, hidden_dim=8, num_layers=1, num_heads=2)
-    data = precompute_text(make_data(7), encoder, batch_size=2)
+    encoder = SmallTextEncoder.from_texts(CAPTIONS, hidden_dim=32, num_layers=2, num_heads=4, sequence_length=10)
+    data = precompute_text(make_data(7), encoder)  # 3 distinct captions, encoded once each
     direct = [to_numpy(x) for x in encoder(data["captions"])]
     for key, value in zip(TEXT_KEYS, direct):
         np.testing.assert_allclose(data[key], value, atol=1e-5)
     batches = VideoBatches(data, batch_size=3, shuffle=False)
     assert batches.keys == ["videos", "labels", *TEXT_KEYS]
-    assert batches[0]["text_embeddings"].shape == (3, encoder.sequence_length, 8)
+    assert batches[0]["text_embeddings"].shape == (3, encoder.sequence_length, 32)
 
 
 def test_bad_input():

@@ -35,15 +35,17 @@ def test_shapes_mask_and_pooled(encoder):
 
 
 def test_padding_does_not_change_the_words(encoder):
-    ids = encoder.tokenizer(["The digit 0"])
-    full, _, pooled_full = (to_numpy(x) for x in encoder(ids))
-    short, mask, pooled_short = (to_numpy(x) for x in encoder(ids[:, :3]))  # no padding at all
-    assert to_numpy(mask).tolist() == [[1.0, 1.0, 1.0]]
-    np.testing.assert_allclose(full[:, :3], short, atol=1e-5)
-    np.testing.assert_allclose(pooled_full, pooled_short, atol=1e-5)
-    # A different caption in the same batch does not leak into this one.
-    both, _, _ = (to_numpy(x) for x in encoder(encoder.tokenizer(["The digit 0", "The digit 7 is moving up"])))
-    np.testing.assert_allclose(both[:1], full, atol=1e-5)
+    ids = encoder.tokenizer(CAPTIONS)
+    full, _, _ = (to_numpy(x) for x in encoder(ids))
+    # The first three words of every caption with no padding at all: the same states as inside the padded batch
+    # for "The digit 0" (3 words + 7 padding), whose pooled vector must also match.
+    short, mask, pooled_short = (to_numpy(x) for x in encoder(ids[:, :3]))
+    assert mask.tolist() == [[1.0, 1.0, 1.0]] * 3
+    np.testing.assert_allclose(full[2, :3], short[2], atol=1e-5)
+    np.testing.assert_allclose(to_numpy(encoder(ids)[2])[2], pooled_short[2], atol=1e-5)
+    # Other captions in the batch do not leak into a caption: permuting the batch permutes the outputs.
+    permuted, _, _ = (to_numpy(x) for x in encoder(ids[[2, 0, 1]]))
+    np.testing.assert_allclose(permuted, full[[2, 0, 1]], atol=1e-5)
 
 
 def test_strings_and_token_ids_agree_and_empty_caption_is_finite(encoder):

@@ -12,6 +12,7 @@ from test_models_latte import (
     FRAMES,
     SIZE,
     TEXT_DIM,
+    WIDTH,
     _inputs,
     _randomise,
     assert_padding_ignored_and_prompt_used,
@@ -19,7 +20,7 @@ from test_models_latte import (
     spread_beyond_the_patch,
 )
 
-TINY = dict(input_shape=(FRAMES, SIZE, SIZE, CHANNELS), patch_size=2, hidden_dim=16, num_layers=1, num_heads=2,
+TINY = dict(input_shape=(FRAMES, SIZE, SIZE, CHANNELS), patch_size=2, hidden_dim=WIDTH, num_layers=1, num_heads=2,
             conditioning="text", text_dim=TEXT_DIM)
 
 
@@ -55,7 +56,7 @@ def test_at_initialisation_the_output_is_the_final_layer_of_the_embedded_input()
     inputs = _inputs(model)
     grid = SIZE // 2
     x = to_numpy(model.patch_embedding(inputs["latents"]))
-    x = x + sincos_embedding_2d(grid, grid, 16)[None, None] + sincos_embedding_1d(FRAMES, 16)[None, :, None]
+    x = x + sincos_embedding_2d(grid, grid, WIDTH)[None, None] + sincos_embedding_1d(FRAMES, WIDTH)[None, :, None]
     c = model.condition_embedding.embed({k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()})
     expected = to_numpy(model.unpatchify(model.final_layer(keras.ops.convert_to_tensor(x), c)))
     assert np.abs(expected).max() > 1e-3
@@ -77,15 +78,15 @@ def test_presets_and_errors(tmp_path):
     thesis = registry.get_preset("gentron_thesis")["config"]
     assert thesis["num_layers"] == 5 and thesis["hidden_dim"] == 1152 and thesis["input_shape"] == (10, 28, 28, 4)
     tiny = GenTron(**registry.get_preset("gentron_tiny")["config"])
-    _randomise(tiny)
-    inputs = _inputs(tiny)
-    inputs["text_embeddings"] = np.random.default_rng(0).standard_normal((2, 5, 16)).astype("float32")
-    inputs["pooled_text"] = np.random.default_rng(1).standard_normal((2, 16)).astype("float32")
-    ref = to_numpy(tiny(inputs))
-    tiny.save_to_preset(str(tmp_path / "gentron"))
+    assert tiny.latent_shape == (2, 8, 8, 1) and tiny.conditioning == "text"
+    model = GenTron(**TINY)
+    _randomise(model)
+    inputs = _inputs(model)
+    ref = to_numpy(model(inputs))
+    model.save_to_preset(str(tmp_path / "gentron"))
     np.testing.assert_allclose(to_numpy(GenTron.from_preset(str(tmp_path / "gentron"))(inputs)), ref, atol=1e-6)
     for bad, match in ((dict(temporal_position="learned"), "temporal_position"),
                        (dict(text_dim=None), "text_dim"), (dict(patch_size=3), "patch_size"),
-                       (dict(num_heads=3), "num_heads")):
+                       (dict(num_heads=5), "num_heads")):
         with pytest.raises(ValueError, match=match):
             GenTron(**dict(TINY, **bad))

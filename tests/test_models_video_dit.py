@@ -13,6 +13,7 @@ from test_models_latte import (
     FRAMES,
     SIZE,
     TEXT_DIM,
+    WIDTH,
     _inputs,
     _randomise,
     assert_padding_ignored_and_prompt_used,
@@ -20,7 +21,7 @@ from test_models_latte import (
     spread_beyond_the_patch,
 )
 
-TINY = dict(input_shape=(FRAMES, SIZE, SIZE, CHANNELS), patch_size=2, hidden_dim=24, num_layers=2, num_heads=2)
+TINY = dict(input_shape=(FRAMES, SIZE, SIZE, CHANNELS), patch_size=2, hidden_dim=WIDTH, num_layers=2, num_heads=2)
 FORMS = {
     "cross_sincos": dict(conditioning="text", text_dim=TEXT_DIM, text_mode="cross", position="sincos"),
     "joint_rope": dict(conditioning="text", text_dim=TEXT_DIM, text_mode="joint", position="rope"),
@@ -63,7 +64,7 @@ def test_at_initialisation_the_output_is_the_final_layer_of_the_embedded_input(n
     inputs = _inputs(model)
     x = to_numpy(model.patch_embedding(inputs["latents"]))
     if FORMS[name]["position"] == "sincos":
-        x = x + sincos_embedding_3d(FRAMES, 4, 4, 24, temporal_dim=8).reshape(1, FRAMES, 16, 24)
+        x = x + sincos_embedding_3d(FRAMES, 4, 4, WIDTH, temporal_dim=8).reshape(1, FRAMES, 16, WIDTH)
     c = model.condition_embedding.embed({k: keras.ops.convert_to_tensor(v) for k, v in inputs.items()})
     expected = to_numpy(model.unpatchify(model.final_layer(keras.ops.convert_to_tensor(x), c)))
     assert np.abs(expected).max() > 1e-3

@@ -101,10 +101,13 @@ class Latte(VideoBackbone):
         conditioning: ``None``, ``"class"`` or ``"text"``.
         num_classes: classes for ``"class"`` (label ``num_classes`` is the null class).
         text_dim: width of ``text_embeddings`` / ``pooled_text`` for ``"text"``.
-        text_placement: ``"v1"``, ``"v2"`` or ``"v3"`` (thesis' placement of the
-            text cross-attention, variants 1 and 2). Variants 3 and 4 always put
-            one cross-attention inside each block after its self-attention and
-            accept only ``"v1"``.
+        text_placement: the thesis' placement of the text cross-attention
+            (variants 1 and 2): ``"v1"`` a separate residual cross-attention
+            block after every spatial block (in variant 1 that is between the
+            spatial and the temporal block of each pair), ``"v2"`` inside every
+            spatial block before its MLP, ``"v3"`` inside every spatial and
+            temporal block. Variants 3 and 4 always put one cross-attention
+            inside each block after its (spatial) self-attention and accept only ``"v1"``.
         temporal_position: ``"sincos"`` (absolute 1D table, added once) or
             ``"rope"`` (rotary angles on every temporal attention).
         spatial_heads: variant 4 only, heads given to spatial attention

@@ -201,6 +201,7 @@ def test_mmdit_block_streams_padding_and_last_block_form():
     last_x, last_t = last(x, text, c, context_mask=mask)
     np.testing.assert_array_equal(to_numpy(last_t), text)
     assert not hasattr(last, "context_mlp") and last.count_params() < block.count_params()
+    assert not last.attention.context_attention.output_projection.trainable
     assert MMDiTBlock.from_config(last.get_config()).get_config() == last.get_config()
 
 

@@ -406,7 +406,8 @@ class MMDiTBlock(keras.layers.Layer):
         qk_norm: RMS-normalise queries and keys (SD3 does).
         context_output: update the text stream. The last block of a model
             sets it False (SD3's ``context_pre_only``): its text stream only
-            gives keys and values, has no MLP, and the text is returned unchanged.
+            gives keys and values, has no MLP (its unused attention output
+            projection is frozen), and the text is returned unchanged.
 
     Call:
         ``x (B, N, D)``, ``context (B, L, D)``, ``condition (B, D)``,
@@ -444,6 +445,9 @@ class MMDiTBlock(keras.layers.Layer):
         context_shape = context_shape or (None, None, self.hidden_dim)
         condition_shape = condition_shape or (None, self.hidden_dim)
         self.attention.build(x_shape, context_shape)
+        if not self.context_output:
+            # The text attention output is never used: keep it out of training (no gradient exists).
+            self.attention.context_attention.output_projection.trainable = False
         for name, shape in (("x", x_shape), ("context", context_shape)):
             getattr(self, f"{name}_norm1").build(shape)
             getattr(self, f"{name}_modulation").build(condition_shape)

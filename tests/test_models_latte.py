@@ -82,6 +82,20 @@ def test_every_variant_mixes_space_and_time(name):
     assert spread_beyond_the_patch(diff, frame=0) > 1e-5
 
 
+def test_one_split_head_block_only_reaches_its_own_frame_and_its_own_position():
+    # Variant 4 with a single block: spatial heads see the changed frame, temporal heads the changed position
+    # in the other frame, and nothing else of the other frame moves (the head split is the factorization).
+    model = Latte(**dict(TINY, **CLASS, variant=4, num_layers=1))
+    _randomise(model)
+    base = _inputs(model)
+    changed = dict(base, latents=base["latents"].copy())
+    changed["latents"][:, 0, :2, :2] += 3.0
+    diff = np.abs(to_numpy(model(changed)) - to_numpy(model(base)))
+    assert spread_beyond_the_patch(diff, frame=0) > 1e-5
+    assert diff[:, 1, :2, :2].max() > 1e-5
+    assert spread_beyond_the_patch(diff, frame=1) == 0.0
+
+
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_config_round_trip(name):
     model = Latte(**dict(TINY, **VARIANTS[name]))

@@ -12,5 +12,6 @@ from keras_vdiff import metrics
 from keras_vdiff import text
 from keras_vdiff import autoencoders
 from keras_vdiff import presets
+from keras_vdiff.video_diffusion import VideoDiffusion
 
 __version__ = "0.1.0"

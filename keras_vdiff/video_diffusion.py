@@ -20,7 +20,11 @@ averaged weights; after training call
 the EMA weights for sampling.
 """
 
+import json
 import logging
+import os
+import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -32,6 +36,10 @@ from keras_vdiff.diffusion.gaussian import GaussianDiffusion
 from keras_vdiff.diffusion.guidance import combine_guidance, guidance_scales
 from keras_vdiff.diffusion.noise import mixed_video_noise
 from keras_vdiff.diffusion.samplers import get_sampler
+from keras_vdiff.presets import registry
+
+CONFIG_FILE = "pipeline.json"
+WEIGHTS_FILE = "model.weights.h5"
 
 logger = logging.getLogger("keras_vdiff")
 
@@ -329,7 +337,7 @@ class VideoDiffusion(keras.Model):
         batch_size=1,
         text_embeddings=None,
         noise_shared_weight=None,
-        compile=True,
+        compile="auto",
         progress=False,
         return_latents=False,
         **sampler_options,
@@ -352,13 +360,21 @@ class VideoDiffusion(keras.Model):
             batch_size: number of videos of an unconditional backbone.
             text_embeddings: dict of precomputed ``text_embeddings``, ``text_mask``, ``pooled_text``.
             noise_shared_weight: mixed-noise lambda of the initial noise (default: the model's).
-            compile: run the compiled loop (default) or the eager reference loop.
+            compile: ``True`` runs the compiled loop, ``False`` the eager reference
+                loop; ``"auto"`` (default) compiles on JAX and TensorFlow and runs
+                eagerly on PyTorch, where ``torch.compile`` of the step costs tens
+                of seconds to minutes on a CPU before the first step (pass
+                ``compile=True`` for long GPU runs; see ``benchmarks/``).
             progress: show a progress bar where the loop runs step by step.
             return_latents: return the float32 latents instead of uint8 videos.
             **sampler_options: ``eta`` (ddim), ``variance`` (ddpm), ``timestep_spacing``.
 
         Returns: numpy uint8 ``(B, F, H, W, C)`` (F = 1 for image backbones).
         """
+        if compile == "auto":
+            compile = keras.backend.backend() != "torch"
+        elif not isinstance(compile, bool):
+            raise ValueError(f"`compile` must be True, False or 'auto', got {compile!r}.")
         use_guidance = self.conditioning is not None and guidance_scale != 1.0
         conditions, batch = self._sampling_conditions(labels, prompts, text_embeddings, batch_size, use_guidance)
         latent_shape = tuple(self.backbone.latent_shape)
@@ -439,6 +455,93 @@ class VideoDiffusion(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         for key in ("backbone", "text_encoder", "autoencoder"):
-            if config.get(key) is not None:
+            if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+    # --- presets ------------------------------------------------------------------------------
+    def save_to_preset(self, preset_dir):
+        """Write the whole pipeline (config + weights) to ``preset_dir``, atomically.
+
+        The directory is written under a temporary name next to it and renamed,
+        so an interrupted save never leaves a half-written preset. An existing
+        directory is replaced.
+        """
+        preset_dir = os.path.abspath(preset_dir)
+        parent = os.path.dirname(preset_dir)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".tmp-preset-", dir=parent)
+        try:
+            with open(os.path.join(staging, CONFIG_FILE), "w") as file:
+                json.dump(
+                    {"class_name": "VideoDiffusion", "config": keras.saving.serialize_keras_object(self)},
+                    file,
+                    indent=2,
+                )
+            self.save_weights(os.path.join(staging, WEIGHTS_FILE))
+            if os.path.exists(preset_dir):
+                shutil.rmtree(preset_dir)
+            os.replace(staging, preset_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True):
+        """A whole pipeline from a registered pipeline preset name or a ``save_to_preset`` directory.
+
+        Args:
+            preset: a name from ``keras_vdiff.presets.list(kind="pipeline")`` or a directory.
+            load_weights: load the preset's weights (random init otherwise).
+
+        Example:
+            >>> model = VideoDiffusion.from_preset("latte_tiny_moving_mnist")
+            >>> videos = model.generate(prompts=["The digit 3 is moving up and down"], steps=50)
+        """
+        if registry.has_preset(preset):
+            record = registry.get_preset(preset)
+            if record["kind"] != "pipeline":
+                raise ValueError(
+                    f"Preset {preset!r} is a backbone preset; build it with "
+                    f"keras_vdiff.models.{record['class_name']}.from_preset and wrap it in VideoDiffusion."
+                )
+            model = cls.from_config(_resolve_pipeline_config(record["config"]))
+            weights = registry.weights_path(record)
+        elif isinstance(preset, str) and os.path.isdir(preset):
+            config_path = os.path.join(preset, CONFIG_FILE)
+            if not os.path.exists(config_path):
+                raise ValueError(f"`preset` directory {preset!r} has no {CONFIG_FILE}; was it written by save_to_preset?")
+            with open(config_path) as file:
+                model = keras.saving.deserialize_keras_object(json.load(file)["config"])
+            weights = os.path.join(preset, WEIGHTS_FILE)
+        else:
+            pipelines = registry.list_presets(kind="pipeline")
+            raise ValueError(
+                f"`preset` must be a pipeline preset name ({', '.join(pipelines) or 'none registered'}) "
+                f"or a directory written by save_to_preset, got {preset!r}."
+            )
+        if load_weights and weights is not None:
+            if not os.path.exists(weights):
+                raise ValueError(f"The weights of preset {preset!r} are missing: {weights}.")
+            model.load_weights(weights)
+        return model
+
+
+def _resolve_pipeline_config(config):
+    """A registered pipeline config -> a ``VideoDiffusion.from_config`` config.
+
+    ``backbone`` (and ``text_encoder``) may be a backbone preset name or
+    ``{"class_name": ..., "config": ...}`` naming a class of ``keras_vdiff``.
+    """
+    from keras_vdiff import models, text
+
+    config = dict(config)
+    backbone = config["backbone"]
+    if isinstance(backbone, str):
+        record = registry.get_preset(backbone)
+        backbone = {"class_name": record["class_name"], "config": record["config"]}
+    config["backbone"] = getattr(models, backbone["class_name"])(**backbone["config"])
+    encoder = config.get("text_encoder")
+    if isinstance(encoder, dict) and "module" not in encoder:
+        config["text_encoder"] = getattr(text, encoder["class_name"])(**encoder["config"])
+    return config

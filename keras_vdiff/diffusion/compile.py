@@ -34,10 +34,25 @@ def _jax_noise(key, i, shape):
     return jax.random.normal(jax.random.fold_in(key, i), shape, dtype="float32")
 
 
+_TF_NOISE_XLA = {}
+
+
 def _tf_noise(seed, i, shape):
+    # XLA's stateless normal draws other numbers than TensorFlow's own kernel for the
+    # same seed, so the noise is always drawn by XLA: inside the compiled loop (inlined)
+    # and in the eager loop alike, which then give the same samples.
     import tensorflow as tf
 
-    return tf.random.stateless_normal(shape, seed=tf.stack([tf.cast(seed, "int32"), tf.cast(i, "int32")]))
+    shape = tuple(int(d) for d in shape)
+    draw = _TF_NOISE_XLA.get(shape)
+    if draw is None:
+
+        def draw_fn(seed, i):
+            seed_pair = tf.stack([tf.cast(seed, "int32"), tf.cast(i, "int32")])
+            return tf.random.stateless_normal(shape, seed=seed_pair, alg="philox")
+
+        draw = _TF_NOISE_XLA[shape] = tf.function(draw_fn, jit_compile=True)
+    return draw(seed, i)
 
 
 def _torch_noise(seed, i, shape):

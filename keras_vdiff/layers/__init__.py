@@ -22,3 +22,21 @@ from keras_vdiff.layers.transformer import (
     unfold_spatial,
     unfold_temporal,
 )
+from keras_vdiff.layers.video_blocks import (
+    ConditionEmbedding,
+    FactorizedBlock,
+    GenTronBlock,
+    MMDiTBlock,
+    SpatioTemporalBlock,
+    SplitHeadBlock,
+    TextCrossAttentionBlock,
+)
+from keras_vdiff.layers.convolution import CausalConv3D, PseudoConv3D
+from keras_vdiff.layers.unet_blocks import (
+    Downsample,
+    ResBlock,
+    SpatialAttention,
+    TemporalAttention,
+    UNetConditionEmbedding,
+    Upsample,
+)

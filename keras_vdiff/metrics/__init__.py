@@ -17,3 +17,4 @@ from keras_vdiff.metrics.frechet import frechet_distance, symmetric_sqrtm
 from keras_vdiff.metrics.i3d import I3D, pytorch_i3d_weight_names
 from keras_vdiff.metrics.image_quality import psnr, ssim
 from keras_vdiff.metrics.kernel_distance import kernel_distance, kernel_video_distance
+from keras_vdiff.metrics.moving_mnist_classifier import MovingMNISTClassifier, augment_like_samples

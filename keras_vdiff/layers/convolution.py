@@ -10,6 +10,9 @@
 - ``CausalConv3D`` (CogVideoX 3D causal VAE, Yang et al. 2024): pads ``k_t - 1``
   frames before the first frame and none after, so output frame ``t`` depends
   only on input frames ``<= t``.
+- ``TemporalMix`` (Video-LDM, Blattmann et al. 2023, eq. 2): the learned blend
+  ``alpha * z_spatial + (1 - alpha) * z_temporal`` of a frozen image layer's
+  output and the temporal layer that follows it.
 
 Video-image joint training (VDM, Ho et al. 2022): ``PseudoConv3D`` takes a
 ``temporal_mask`` ``(B,)``; where it is 0 the temporal convolution sees only the
@@ -270,4 +273,56 @@ class CausalConv3D(keras.layers.Layer):
             temporal_padding=self.temporal_padding,
             use_bias=self.use_bias,
         )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class TemporalMix(keras.layers.Layer):
+    """Video-LDM's learned skip: ``alpha * z + (1 - alpha) * z'`` with ``alpha = sigmoid(mix_logit)``.
+
+    ``z`` is the output of a (frozen) spatial layer and ``z'`` that of the
+    temporal layer applied to it (Blattmann et al. 2023, "Align your Latents",
+    eq. 2). ``mix_logit`` is one trainable scalar; a large initial value keeps
+    the model close to the image model at the start. Samples whose
+    ``temporal_mask`` is 0 (images in image-video joint training) get ``z``.
+
+    Args:
+        mix_init: initial ``mix_logit`` (0 gives ``alpha = 0.5``).
+
+    Call: ``spatial``, ``temporal`` of the same shape ``(B, ...)``, optional ``temporal_mask (B,)``.
+
+    Example:
+        >>> mix = TemporalMix(mix_init=2.0)
+        >>> mix(keras.ops.ones((2, 4, 8, 8, 16)), keras.ops.zeros((2, 4, 8, 8, 16))).shape
+        (2, 4, 8, 8, 16)
+    """
+
+    def __init__(self, mix_init=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mix_init = float(mix_init)
+
+    def build(self, spatial_shape, temporal_shape=None, temporal_mask_shape=None):
+        self.mix_logit = self.add_weight(
+            name="mix_logit", shape=(), initializer=keras.initializers.Constant(self.mix_init)
+        )
+        self.built = True
+
+    @property
+    def alpha(self):
+        """The spatial weight ``sigmoid(mix_logit)``."""
+        return ops.sigmoid(self.mix_logit)
+
+    def call(self, spatial, temporal, temporal_mask=None):
+        alpha = ops.cast(self.alpha, spatial.dtype)
+        if temporal_mask is not None:
+            gate = per_sample_gate(temporal_mask, spatial)
+            alpha = 1.0 - gate * (1.0 - alpha)
+        return alpha * spatial + (1.0 - alpha) * temporal
+
+    def compute_output_shape(self, spatial_shape, temporal_shape=None, temporal_mask_shape=None):
+        return tuple(spatial_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mix_init=self.mix_init)
         return config

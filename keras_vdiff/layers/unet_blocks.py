@@ -31,9 +31,10 @@ from keras_vdiff.layers.convolution import (
     apply_per_frame,
     per_sample_gate,
 )
-from keras_vdiff.layers.embeddings import LabelEmbedding, TimestepEmbedding
+from keras_vdiff.layers.embeddings import LabelEmbedding, PooledTextEmbedding, TimestepEmbedding
 
 CONV_TYPES = ("spatial", "pseudo3d")
+EMBEDDING_MODES = ("scale_shift", "add")
 NEGATIVE_LOGIT = -1e4
 
 
@@ -75,11 +76,20 @@ def copy_image_weights(target, source):
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
 class ResBlock(keras.layers.Layer):
-    """DDPM residual block: ``GroupNorm-SiLU-conv``, + timestep embedding, ``GroupNorm-SiLU-dropout-conv`` (Ho et al. 2020).
+    """Residual block of a diffusion U-Net: ``GroupNorm-SiLU-conv``, condition, ``GroupNorm-SiLU-dropout-conv``, skip.
 
-    The embedding enters as ``Dense(SiLU(emb))`` added after the first
-    convolution (broadcast over frames and pixels). The second convolution is
-    zero-initialised, so the block starts as its (projected) skip connection.
+    ::
+
+        h = conv_1(SiLU(GroupNorm(x)))
+        "scale_shift" (ADM, Dhariwal & Nichol 2021): [s, b] = Dense(SiLU(emb));
+                      h = GroupNorm(h) * (1 + s) + b
+        "add" (DDPM, Ho et al. 2020; the broadcast-add of the MNIST lab):
+                      h = GroupNorm(h + Dense(SiLU(emb)))
+        out = skip(x) + conv_2(dropout(SiLU(h)))
+
+    The embedding ``(B, D)`` is broadcast over frames and pixels. The second
+    convolution is zero-initialised, so the block starts as its (projected)
+    skip connection; ``skip`` is a 1x1 convolution when the width changes.
 
     Args:
         filters: output channels.
@@ -88,6 +98,7 @@ class ResBlock(keras.layers.Layer):
         conv_type: ``"spatial"`` (per-frame 3x3, VDM's 1x3x3 convolution) or
             ``"pseudo3d"`` (3x3 then 3-frame temporal convolution, identity-initialised).
         temporal_kernel_size: frames of the pseudo-3D temporal convolution.
+        embedding_mode: ``"scale_shift"`` or ``"add"`` (see above).
 
     Call: ``x`` image or video, ``emb`` ``(B, D)``, optional ``temporal_mask`` ``(B,)``.
 
@@ -97,7 +108,8 @@ class ResBlock(keras.layers.Layer):
         (2, 4, 8, 8, 32)
     """
 
-    def __init__(self, filters, norm_groups=32, dropout=0.0, conv_type="spatial", temporal_kernel_size=3, **kwargs):
+    def __init__(self, filters, norm_groups=32, dropout=0.0, conv_type="spatial", temporal_kernel_size=3,
+                 embedding_mode="scale_shift", **kwargs):
         super().__init__(**kwargs)
         self.filters = _positive_int(filters, "filters")
         self.norm_groups = _positive_int(norm_groups, "norm_groups")
@@ -105,13 +117,17 @@ class ResBlock(keras.layers.Layer):
             raise ValueError(f"`dropout` must lie in [0, 1), got {dropout!r}.")
         if conv_type not in CONV_TYPES:
             raise ValueError(f"`conv_type` must be one of {CONV_TYPES}, got {conv_type!r}.")
+        if embedding_mode not in EMBEDDING_MODES:
+            raise ValueError(f"`embedding_mode` must be one of {EMBEDDING_MODES}, got {embedding_mode!r}.")
+        self.embedding_mode = embedding_mode
         self.dropout = dropout
         self.conv_type = conv_type
         self.temporal_kernel_size = temporal_kernel_size
         dtype = self.dtype_policy
         self.conv_1 = _frame_conv(filters, 3, conv_type, temporal_kernel_size, "conv_1", dtype)
         self.conv_2 = _frame_conv(filters, 3, conv_type, temporal_kernel_size, "conv_2", dtype, zero=True)
-        self.embedding_projection = keras.layers.Dense(filters, name="embedding_projection", dtype=dtype)
+        projection_width = 2 * filters if embedding_mode == "scale_shift" else filters
+        self.embedding_projection = keras.layers.Dense(projection_width, name="embedding_projection", dtype=dtype)
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=dtype)
         self.norm_1 = None
         self.skip = None
@@ -136,8 +152,13 @@ class ResBlock(keras.layers.Layer):
         h = ops.silu(apply_per_frame(self.norm_1, x))
         h = _apply_conv(self.conv_1, h, temporal_mask)
         e = self.embedding_projection(ops.silu(emb))
-        h = h + ops.reshape(e, (-1,) + (1,) * (len(h.shape) - 2) + (self.filters,))
-        h = ops.silu(apply_per_frame(self.norm_2, h))
+        e = ops.reshape(e, (-1,) + (1,) * (len(h.shape) - 2) + (e.shape[-1],))
+        if self.embedding_mode == "scale_shift":
+            scale, shift = ops.split(e, 2, axis=-1)
+            h = apply_per_frame(self.norm_2, h) * (1.0 + scale) + shift
+        else:
+            h = apply_per_frame(self.norm_2, h + e)
+        h = ops.silu(h)
         h = self.dropout_layer(h, training=training)
         h = _apply_conv(self.conv_2, h, temporal_mask)
         skip = x if self.skip is None else apply_per_frame(self.skip, x)
@@ -163,107 +184,186 @@ class ResBlock(keras.layers.Layer):
             dropout=self.dropout,
             conv_type=self.conv_type,
             temporal_kernel_size=self.temporal_kernel_size,
+            embedding_mode=self.embedding_mode,
         )
         return config
 
 
+def _check_resample_axes(spatial, temporal):
+    if not (spatial or temporal):
+        raise ValueError("Resampling needs `spatial=True`, `temporal=True` or both; got both False.")
+
+
+def _temporal_conv(filters, strides, name, dtype):
+    """A 3-tap convolution over the frames of every pixel (``(B*H*W, F, C)`` sequences)."""
+    return keras.layers.Conv1D(filters, 3, strides=strides, padding="same", name=name, dtype=dtype)
+
+
+def _apply_temporal(conv, x):
+    height, width = x.shape[2], x.shape[3]
+    return _from_temporal_sequences(conv(_temporal_sequences(x)), height, width)
+
+
 @keras.saving.register_keras_serializable(package="keras_vdiff")
 class Downsample(keras.layers.Layer):
-    """Halve height and width with a stride-2 3x3 convolution per frame (DDPM); frames are kept.
+    """Halve height and width (stride-2 3x3 convolution per frame, DDPM) and/or the frames.
+
+    Temporal downsampling is a stride-2, 3-tap convolution over the frames of
+    every pixel (``F -> ceil(F / 2)``), run after the spatial one; used by
+    video U-Nets that also compress time (e.g. Imagen Video's / Lumiere's
+    space-time U-Nets). An image ``(B, H, W, C)`` gets only the spatial part.
 
     Args:
         filters: output channels (default: the input's).
+        spatial: halve height and width.
+        temporal: halve the frames.
 
     Example:
         >>> Downsample()(keras.ops.zeros((2, 4, 8, 8, 16))).shape
         (2, 4, 4, 4, 16)
+        >>> Downsample(temporal=True)(keras.ops.zeros((2, 4, 8, 8, 16))).shape
+        (2, 2, 4, 4, 16)
     """
 
-    def __init__(self, filters=None, **kwargs):
+    def __init__(self, filters=None, spatial=True, temporal=False, **kwargs):
         super().__init__(**kwargs)
+        _check_resample_axes(spatial, temporal)
         self.filters = filters
+        self.spatial = bool(spatial)
+        self.temporal = bool(temporal)
 
     def build(self, x_shape):
-        self.conv = keras.layers.Conv2D(
-            self.filters or x_shape[-1], 3, strides=2, padding="same", name="conv", dtype=self.dtype_policy
-        )
-        self.conv.build((None,) + tuple(x_shape[-3:]))
+        filters = self.filters or x_shape[-1]
+        self.conv = self.temporal_conv = None
+        if self.spatial:
+            self.conv = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name="conv", dtype=self.dtype_policy)
+            self.conv.build((None,) + tuple(x_shape[-3:]))
+        if self.temporal:
+            self.temporal_conv = _temporal_conv(filters, 2, "temporal_conv", self.dtype_policy)
+            self.temporal_conv.build((None, None, filters if self.spatial else x_shape[-1]))
         self.built = True
 
     def call(self, x):
-        return apply_per_frame(self.conv, x)
+        if self.conv is not None:
+            x = apply_per_frame(self.conv, x)
+        if self.temporal_conv is not None and len(x.shape) == 5:
+            x = _apply_temporal(self.temporal_conv, x)
+        return x
 
     def compute_output_shape(self, x_shape):
         h, w = x_shape[-3], x_shape[-2]
-        return tuple(x_shape[:-3]) + ((h + 1) // 2, (w + 1) // 2, self.filters or x_shape[-1])
+        if self.spatial:
+            h, w = (None if h is None else (h + 1) // 2), (None if w is None else (w + 1) // 2)
+        lead = tuple(x_shape[:-3])
+        if self.temporal and len(x_shape) == 5:
+            lead = (lead[0], None if lead[1] is None else (lead[1] + 1) // 2)
+        return lead + (h, w, self.filters or x_shape[-1])
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters)
+        config.update(filters=self.filters, spatial=self.spatial, temporal=self.temporal)
         return config
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
 class Upsample(keras.layers.Layer):
-    """Double height and width: nearest-neighbour upsampling then a 3x3 convolution per frame (DDPM).
+    """Double height and width (nearest neighbour + 3x3 convolution per frame, DDPM) and/or the frames.
+
+    Temporal upsampling repeats every frame twice (nearest neighbour in time)
+    and mixes with a 3-tap convolution over frames, run after the spatial part.
 
     Args:
         filters: output channels (default: the input's).
+        spatial: double height and width.
+        temporal: double the frames.
 
     Example:
         >>> Upsample()(keras.ops.zeros((2, 4, 4, 4, 16))).shape
         (2, 4, 8, 8, 16)
+        >>> Upsample(spatial=False, temporal=True)(keras.ops.zeros((2, 4, 4, 4, 16))).shape
+        (2, 8, 4, 4, 16)
     """
 
-    def __init__(self, filters=None, **kwargs):
+    def __init__(self, filters=None, spatial=True, temporal=False, **kwargs):
         super().__init__(**kwargs)
+        _check_resample_axes(spatial, temporal)
         self.filters = filters
+        self.spatial = bool(spatial)
+        self.temporal = bool(temporal)
         self.resize = keras.layers.UpSampling2D(2, interpolation="nearest", dtype=self.dtype_policy)
 
     def build(self, x_shape):
-        self.conv = keras.layers.Conv2D(
-            self.filters or x_shape[-1], 3, padding="same", name="conv", dtype=self.dtype_policy
-        )
-        h, w = x_shape[-3], x_shape[-2]
-        self.conv.build((None, None if h is None else 2 * h, None if w is None else 2 * w, x_shape[-1]))
+        filters = self.filters or x_shape[-1]
+        self.conv = self.temporal_conv = None
+        if self.spatial:
+            self.conv = keras.layers.Conv2D(filters, 3, padding="same", name="conv", dtype=self.dtype_policy)
+            h, w = x_shape[-3], x_shape[-2]
+            self.conv.build((None, None if h is None else 2 * h, None if w is None else 2 * w, x_shape[-1]))
+        if self.temporal:
+            self.temporal_conv = _temporal_conv(filters, 1, "temporal_conv", self.dtype_policy)
+            self.temporal_conv.build((None, None, filters if self.spatial else x_shape[-1]))
         self.built = True
 
     def call(self, x):
-        return apply_per_frame(lambda frames: self.conv(self.resize(frames)), x)
+        if self.conv is not None:
+            x = apply_per_frame(lambda frames: self.conv(self.resize(frames)), x)
+        if self.temporal_conv is not None and len(x.shape) == 5:
+            x = _apply_temporal(self.temporal_conv, ops.repeat(x, 2, axis=1))
+        return x
 
     def compute_output_shape(self, x_shape):
         h, w = x_shape[-3], x_shape[-2]
-        return tuple(x_shape[:-3]) + (2 * h, 2 * w, self.filters or x_shape[-1])
+        if self.spatial:
+            h, w = (None if h is None else 2 * h), (None if w is None else 2 * w)
+        lead = tuple(x_shape[:-3])
+        if self.temporal and len(x_shape) == 5:
+            lead = (lead[0], None if lead[1] is None else 2 * lead[1])
+        return lead + (h, w, self.filters or x_shape[-1])
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters)
+        config.update(filters=self.filters, spatial=self.spatial, temporal=self.temporal)
         return config
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
 class SpatialAttention(keras.layers.Layer):
-    """Self-attention over the pixels of every frame, ``x + Attn(GroupNorm(x))`` (DDPM / ADM U-Net).
+    """Self-attention over the pixels of every frame, optionally followed by cross-attention to text.
 
-    The output projection starts at zero (ADM), so the block starts as the identity.
+    ::
+
+        x = x + SelfAttn(GroupNorm(x))                       (DDPM / ADM U-Net)
+        x = x + CrossAttn(LayerNorm(x), text, text_mask)     (with context_dim; LDM, Rombach et al. 2022)
+
+    on the ``(B*F, H*W, C)`` tokens of every frame; a video's text ``(B, L, Dt)``
+    is shared by its frames. Both output projections start at zero (ADM), so
+    the block starts as the identity. Padded text tokens (``text_mask == 0``)
+    are never attended to; a sample whose mask is all zero gets no text.
 
     Args:
         num_heads: attention heads.
         head_dim: width per head (default: channels / heads).
         norm_groups: group-norm groups.
+        context_dim: width of the text tokens for cross-attention, or None (self-attention only).
+
+    Call: ``x`` image or video, optional ``context (B, L, context_dim)`` and ``context_mask (B, L)``.
 
     Example:
         >>> SpatialAttention(num_heads=2)(keras.ops.zeros((2, 4, 8, 8, 16))).shape
         (2, 4, 8, 8, 16)
+        >>> attn = SpatialAttention(num_heads=2, context_dim=32)
+        >>> attn(keras.ops.zeros((2, 4, 8, 8, 16)), keras.ops.ones((2, 7, 32)), keras.ops.ones((2, 7))).shape
+        (2, 4, 8, 8, 16)
     """
 
-    def __init__(self, num_heads=4, head_dim=None, norm_groups=32, **kwargs):
+    def __init__(self, num_heads=4, head_dim=None, norm_groups=32, context_dim=None, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = _positive_int(num_heads, "num_heads")
         self.head_dim = head_dim
         self.norm_groups = _positive_int(norm_groups, "norm_groups")
+        self.context_dim = None if context_dim is None else _positive_int(context_dim, "context_dim")
 
-    def build(self, x_shape):
+    def build(self, x_shape, context_shape=None, context_mask_shape=None):
         channels = x_shape[-1]
         head_dim = self.head_dim or channels // self.num_heads
         if head_dim < 1 or (self.head_dim is None and channels % self.num_heads):
@@ -274,22 +374,41 @@ class SpatialAttention(keras.layers.Layer):
             self.num_heads, head_dim, zero_init_output=True, name="attention", dtype=self.dtype_policy
         )
         self.attention.build((None, None, channels))
+        self.cross_norm = self.cross_attention = None
+        if self.context_dim is not None:
+            self.cross_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="cross_norm", dtype=self.dtype_policy)
+            self.cross_norm.build((None, None, channels))
+            self.cross_attention = Attention(
+                self.num_heads, head_dim, zero_init_output=True, name="cross_attention", dtype=self.dtype_policy
+            )
+            self.cross_attention.build((None, None, channels), (None, None, self.context_dim))
         self.built = True
 
-    def _attend_frames(self, frames):
-        h, w, c = frames.shape[1:]
-        tokens = ops.reshape(self.norm(frames), (-1, h * w, c))
-        return frames + ops.reshape(self.attention(tokens), (-1, h, w, c))
+    def call(self, x, context=None, context_mask=None):
+        if self.cross_attention is not None and context is None:
+            raise ValueError("This SpatialAttention has cross-attention (`context_dim` set) and needs `context`.")
+        video = len(x.shape) == 5
+        frames = x.shape[1] if video else 1
+        height, width, channels = x.shape[-3:]
+        images = ops.reshape(x, (-1, height, width, channels)) if video else x
+        tokens = ops.reshape(images, (-1, height * width, channels))
+        tokens = tokens + self.attention(ops.reshape(self.norm(images), (-1, height * width, channels)))
+        if self.cross_attention is not None:
+            if video:  # every frame of a video reads the same text
+                context = ops.repeat(context, frames, axis=0)
+                context_mask = None if context_mask is None else ops.repeat(context_mask, frames, axis=0)
+            tokens = tokens + self.cross_attention(self.cross_norm(tokens), context=context, mask=context_mask)
+        return ops.reshape(tokens, tuple(-1 if i == 0 else d for i, d in enumerate(x.shape)))
 
-    def call(self, x):
-        return apply_per_frame(self._attend_frames, x)
-
-    def compute_output_shape(self, x_shape):
+    def compute_output_shape(self, x_shape, context_shape=None, context_mask_shape=None):
         return tuple(x_shape)
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_heads=self.num_heads, head_dim=self.head_dim, norm_groups=self.norm_groups)
+        config.update(
+            num_heads=self.num_heads, head_dim=self.head_dim, norm_groups=self.norm_groups,
+            context_dim=self.context_dim,
+        )
         return config
 
 
@@ -447,17 +566,23 @@ class TemporalAttention(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
 class UNetConditionEmbedding(keras.layers.Layer):
-    """The U-Net's conditioning vector: ``TimestepEmbedding(t) (+ label) (+ fps)``, width ``4 * dim`` (DDPM).
+    """The U-Net's conditioning vector: ``TimestepEmbedding(t) (+ label | + pooled text) (+ fps)``, width ``4 * dim``.
+
+    The sum is what every ``ResBlock`` broadcast-adds (or turns into scale and
+    shift) over its feature maps (DDPM; the MNIST lab's broadcast-add conditioning).
 
     Args:
         hidden_dim: embedding width.
         frequency_dim: sinusoid features of the timestep (even).
         num_classes: class count for class conditioning (label ``num_classes``
             is the null class), or None.
+        text_dim: width of ``pooled_text`` for text conditioning (a
+            ``PooledTextEmbedding``, learned null for an all-zero ``text_mask``), or None.
         fps_conditioning: add an embedding of the frame rate (Make-A-Video); its
             last layer starts at zero, so a model without fps training ignores it.
 
-    Call: ``timesteps (B,)``, ``class_labels (B,)`` int or None, ``fps (B,)`` or None.
+    Call: ``timesteps (B,)``, ``class_labels (B,)`` int or None, ``fps (B,)`` or None,
+    ``pooled_text (B, text_dim)`` and ``text_mask (B, L)`` or None.
 
     Example:
         >>> emb = UNetConditionEmbedding(64, num_classes=10)
@@ -465,37 +590,51 @@ class UNetConditionEmbedding(keras.layers.Layer):
         (2, 64)
     """
 
-    def __init__(self, hidden_dim, frequency_dim=64, num_classes=None, fps_conditioning=False, **kwargs):
+    def __init__(self, hidden_dim, frequency_dim=64, num_classes=None, fps_conditioning=False, text_dim=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim = _positive_int(hidden_dim, "hidden_dim")
         self.frequency_dim = _positive_int(frequency_dim, "frequency_dim")
         self.num_classes = num_classes
+        self.text_dim = None if text_dim is None else _positive_int(text_dim, "text_dim")
+        if num_classes is not None and text_dim is not None:
+            raise ValueError("Pass `num_classes` (class conditioning) or `text_dim` (text conditioning), not both.")
         self.fps_conditioning = fps_conditioning
         dtype = self.dtype_policy
         self.time_embedding = TimestepEmbedding(hidden_dim, frequency_dim=frequency_dim, name="time", dtype=dtype)
         self.label_embedding = None
         if num_classes is not None:
             self.label_embedding = LabelEmbedding(num_classes, hidden_dim, dropout_prob=0.0, name="label", dtype=dtype)
+        self.text_embedding = None
+        if text_dim is not None:
+            self.text_embedding = PooledTextEmbedding(hidden_dim, name="pooled_text", dtype=dtype)
         self.fps_embedding = None
         if fps_conditioning:
             self.fps_embedding = TimestepEmbedding(hidden_dim, frequency_dim=frequency_dim, name="fps", dtype=dtype)
             # The last layer starts at zero: the fps embedding adds nothing until trained.
             self.fps_embedding.dense_2.kernel_initializer = keras.initializers.Zeros()
 
-    def build(self, timesteps_shape, class_labels_shape=None, fps_shape=None):
+    def build(self, timesteps_shape, class_labels_shape=None, fps_shape=None, pooled_text_shape=None,
+              text_mask_shape=None):
         self.time_embedding.build(timesteps_shape)
         if self.label_embedding is not None:
             self.label_embedding.build(timesteps_shape)
+        if self.text_embedding is not None:
+            self.text_embedding.build((None, self.text_dim), text_mask_shape)
         if self.fps_embedding is not None:
             self.fps_embedding.build(timesteps_shape)
         self.built = True
 
-    def call(self, timesteps, class_labels=None, fps=None):
+    def call(self, timesteps, class_labels=None, fps=None, pooled_text=None, text_mask=None):
         emb = self.time_embedding(timesteps)
         if self.label_embedding is not None:
             if class_labels is None:
                 raise ValueError("A class-conditional U-Net needs `class_labels`.")
             emb = emb + self.label_embedding(class_labels)
+        if self.text_embedding is not None:
+            if pooled_text is None:
+                raise ValueError("A text-conditional U-Net needs `pooled_text`.")
+            emb = emb + self.text_embedding(pooled_text, text_mask)
         if self.fps_embedding is not None and fps is not None:
             emb = emb + self.fps_embedding(fps)
         return emb
@@ -507,8 +646,13 @@ class UNetConditionEmbedding(keras.layers.Layer):
             raise ValueError("Cannot load the condition embedding: class conditioning differs.")
         if self.label_embedding is not None:
             self.label_embedding.set_weights(source.label_embedding.get_weights())
+        if (self.text_embedding is None) != (source.text_embedding is None):
+            raise ValueError("Cannot load the condition embedding: text conditioning differs.")
+        if self.text_embedding is not None:
+            self.text_embedding.set_weights(source.text_embedding.get_weights())
 
-    def compute_output_shape(self, timesteps_shape, class_labels_shape=None, fps_shape=None):
+    def compute_output_shape(self, timesteps_shape, class_labels_shape=None, fps_shape=None, pooled_text_shape=None,
+                             text_mask_shape=None):
         return (timesteps_shape[0], self.hidden_dim)
 
     def get_config(self):
@@ -518,5 +662,6 @@ class UNetConditionEmbedding(keras.layers.Layer):
             frequency_dim=self.frequency_dim,
             num_classes=self.num_classes,
             fps_conditioning=self.fps_conditioning,
+            text_dim=self.text_dim,
         )
         return config

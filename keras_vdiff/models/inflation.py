@@ -10,17 +10,19 @@ size and loads the image U-Net's weights into it:
   attention (pseudo-3D attention);
 - an optional fps embedding (zero at the start) is added to the timestep embedding;
 - optional extra input channels for masked-frame conditioning (frame
-  interpolation, image-to-video): the input convolution's kernel gets zero
-  rows for them.
+  interpolation, image-to-video) enter through a zero-initialised
+  ``condition_in`` convolution added to the image model's ``conv_in``.
 
 So right after inflation the video U-Net computes exactly the image U-Net on
-every frame; training then only has to learn the motion.
+every frame; training then only has to learn the motion. With
+``freeze_spatial=True`` (or ``video_unet.freeze_spatial()``) only the new
+temporal layers train, as in Make-A-Video's first video stage.
 """
 
 import keras
-import numpy as np
 
-from keras_vdiff.layers.unet_blocks import copy_image_weights
+from keras_vdiff.layers.convolution import PseudoConv3D
+from keras_vdiff.layers.unet_blocks import TemporalAttention, UNetConditionEmbedding, copy_image_weights
 from keras_vdiff.models.unet import UNet2D
 from keras_vdiff.models.vdm_unet import VDMUNet
 from keras_vdiff.presets.registry import register_preset
@@ -55,13 +57,54 @@ class MakeAVideoUNet(VDMUNet):
             **kwargs,
         )
 
+    def temporal_layers(self):
+        """The layers an inflation adds to the image U-Net (they train when the spatial weights are frozen).
 
-def _copy_input_convolution(target, source):
-    """Image ``conv_in`` (3, 3, C, D) -> video ``conv_in`` (3, 3, C + extra, D); the extra rows are zero."""
-    kernel, bias = source.get_weights()
-    new_kernel = np.zeros(tuple(target.kernel.shape), dtype=kernel.dtype)
-    new_kernel[:, :, : kernel.shape[2], :] = kernel
-    target.set_weights([new_kernel, bias])
+        Temporal attentions, the temporal convolutions of ``PseudoConv3D``, the
+        fps embedding and the ``condition_in`` convolution of masked-frame
+        conditioning.
+        """
+        found = []
+        for layer in self._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, TemporalAttention):
+                found.append(layer)
+            elif isinstance(layer, PseudoConv3D) and layer.temporal_conv is not None:
+                found.append(layer.temporal_conv)
+            elif isinstance(layer, UNetConditionEmbedding) and layer.fps_embedding is not None:
+                found.append(layer.fps_embedding)
+        if "condition_in" in self.unet_layers:
+            found.append(self.unet_layers["condition_in"])
+        return found
+
+    def freeze_spatial(self, frozen=True):
+        """Make every weight inherited from the image U-Net (non-)trainable; the temporal layers stay trainable.
+
+        Call it before ``compile`` (Keras collects the trainable weights there).
+
+        Example:
+            >>> video_unet = inflate_unet(unet_2d, num_frames=8).freeze_spatial()
+            >>> len(video_unet.trainable_weights) < len(video_unet.weights)
+            True
+        """
+        keep = {id(layer) for layer in self.temporal_layers()}
+
+        def visit(layer):
+            children = layer._flatten_layers(include_self=False, recursive=False)
+            holds_temporal = any(
+                id(sub) in keep for sub in layer._flatten_layers(include_self=False, recursive=True)
+            )
+            if id(layer) in keep:
+                layer.trainable = True
+            elif not holds_temporal:
+                layer.trainable = not frozen
+            else:  # a container of spatial and temporal parts (ResBlock, PseudoConv3D, condition embedding)
+                layer.trainable = True
+                for child in children:
+                    visit(child)
+
+        for layer in self.layers:
+            visit(layer)
+        return self
 
 
 def inflate_unet(
@@ -73,6 +116,7 @@ def inflate_unet(
     learned_mix=False,
     fps_conditioning=False,
     num_extra_input_channels=0,
+    freeze_spatial=False,
     **kwargs,
 ):
     """A video U-Net holding ``unet_2d``'s weights that starts as ``unet_2d`` applied per frame (Make-A-Video).
@@ -87,6 +131,8 @@ def inflate_unet(
         fps_conditioning: add an ``fps`` input (its embedding starts at zero).
         num_extra_input_channels: extra input channels for masked-frame conditioning
             (``in_channels + 1`` for known-frame latents plus a mask channel).
+        freeze_spatial: make the image U-Net's weights non-trainable, so that
+            ``fit`` trains only the temporal layers (``MakeAVideoUNet.freeze_spatial``).
         **kwargs: other ``MakeAVideoUNet`` arguments (e.g. ``dropout``, ``name``).
 
     Returns: a ``MakeAVideoUNet``.
@@ -116,11 +162,9 @@ def inflate_unet(
     config.setdefault("dtype", unet_2d.dtype_policy.name)
     video_unet = MakeAVideoUNet(**config)
     for name, source in unet_2d.unet_layers.items():
-        target = video_unet.unet_layers[name]
-        if name == "conv_in":
-            _copy_input_convolution(target, source)
-        else:
-            copy_image_weights(target, source)
+        copy_image_weights(video_unet.unet_layers[name], source)
+    if freeze_spatial:
+        video_unet.freeze_spatial()
     return video_unet
 
 

@@ -18,6 +18,7 @@ import keras
 from keras import ops
 
 from keras_vdiff.layers.convolution import apply_per_frame
+from keras_vdiff.layers.video_blocks import condition_inputs
 from keras_vdiff.layers.unet_blocks import (
     Downsample,
     ResBlock,
@@ -30,10 +31,11 @@ from keras_vdiff.layers.unet_blocks import (
 from keras_vdiff.models.backbone import VideoBackbone, as_pair, checked_int
 from keras_vdiff.presets.registry import register_preset
 
-CONDITIONINGS = (None, "class")
+CONDITIONINGS = (None, "class", "text")
 
 
-def _check_unet_args(image_size, dim, dim_mults, attention_resolutions, conditioning, num_classes, num_heads):
+def _check_unet_args(image_size, dim, dim_mults, attention_resolutions, conditioning, num_classes, num_heads,
+                     text_dim=None):
     height, width = as_pair(image_size, "image_size")
     checked_int(dim, "dim")
     if dim % 2:
@@ -51,6 +53,8 @@ def _check_unet_args(image_size, dim, dim_mults, attention_resolutions, conditio
         raise ValueError(f"`conditioning` must be one of {CONDITIONINGS} for U-Nets, got {conditioning!r}.")
     if conditioning == "class":
         checked_int(num_classes, "num_classes")
+    if conditioning == "text":
+        checked_int(text_dim, "text_dim")
     checked_int(num_heads, "num_heads")
     attention_resolutions = tuple(attention_resolutions or ())
     for r in attention_resolutions:
@@ -99,6 +103,8 @@ def build_unet_graph(
     fps_conditioning=False,
     num_extra_input_channels=0,
     temporal_mask_input=False,
+    text_dim=None,
+    embedding_mode="scale_shift",
     dtype=None,
 ):
     """Create the U-Net's layers on ``model`` (``model.unet_layers``) and return ``(inputs, outputs)``.
@@ -106,9 +112,13 @@ def build_unet_graph(
     ``num_frames=None`` builds the image U-Net; an int builds a video U-Net
     whose temporal parts are chosen by ``conv_type``, ``temporal_attention_resolutions``
     (sizes, or ``"all"``), ``relative_position_bias`` and ``learned_mix``.
+    ``num_extra_input_channels`` widens ``latents``; those channels enter
+    through their own zero-initialised 3x3 convolution ``condition_in`` added to
+    ``conv_in`` (equal to one ``conv_in`` over all channels, but ``conv_in``
+    stays the image model's and can be frozen).
     """
     (height, width), dim_mults, attention_resolutions = _check_unet_args(
-        image_size, dim, dim_mults, attention_resolutions, conditioning, num_classes, num_heads
+        image_size, dim, dim_mults, attention_resolutions, conditioning, num_classes, num_heads, text_dim
     )
     checked_int(num_res_blocks, "num_res_blocks")
     checked_int(num_extra_input_channels, "num_extra_input_channels", minimum=0)
@@ -122,7 +132,9 @@ def build_unet_graph(
         return layer
 
     common = dict(dtype=dtype)
-    res_kwargs = dict(norm_groups=norm_groups, dropout=dropout, conv_type=conv_type if video else "spatial", **common)
+    res_kwargs = dict(norm_groups=norm_groups, dropout=dropout, conv_type=conv_type if video else "spatial",
+                      embedding_mode=embedding_mode, **common)
+    context_dim = text_dim if conditioning == "text" else None
 
     def temporal_here(size):
         if not video:
@@ -142,8 +154,9 @@ def build_unet_graph(
     timesteps = keras.Input(shape=(), name="timesteps")
     inputs = {"latents": latents, "timesteps": timesteps}
     class_labels = fps = temporal_mask = None
-    if conditioning == "class":
-        class_labels = inputs["class_labels"] = keras.Input(shape=(), dtype="int32", name="class_labels")
+    inputs.update(condition_inputs(conditioning, text_dim))
+    class_labels = inputs.get("class_labels")
+    context, context_mask = inputs.get("text_embeddings"), inputs.get("text_mask")
     if fps_conditioning:
         fps = inputs["fps"] = keras.Input(shape=(), name="fps", optional=True)
     if temporal_mask_input:
@@ -152,11 +165,23 @@ def build_unet_graph(
     # === Graph ===
     emb_layer = add("condition_embedding", UNetConditionEmbedding(
         4 * dim, frequency_dim=dim, num_classes=num_classes if conditioning == "class" else None,
-        fps_conditioning=fps_conditioning, name="condition_embedding", **common
+        fps_conditioning=fps_conditioning, text_dim=context_dim, name="condition_embedding", **common
     ))
-    emb = emb_layer(timesteps, class_labels, fps)
+    emb = emb_layer(timesteps, class_labels, fps, inputs.get("pooled_text"), context_mask)
     conv_in = add("conv_in", keras.layers.Conv2D(dim, 3, padding="same", name="conv_in", **common))
-    x = apply_per_frame(conv_in, latents)
+    if num_extra_input_channels:
+        condition_in = add("condition_in", keras.layers.Conv2D(
+            dim, 3, padding="same", use_bias=False, kernel_initializer="zeros", name="condition_in", **common))
+        x = apply_per_frame(conv_in, latents[..., :in_channels]) + apply_per_frame(
+            condition_in, latents[..., in_channels:])
+    else:
+        x = apply_per_frame(conv_in, latents)
+
+    def spatial_attention(name, x):
+        layer = add(name, SpatialAttention(num_heads, norm_groups=norm_groups, context_dim=context_dim, name=name,
+                                           **common))
+        return layer(x) if context_dim is None else layer(x, context, context_mask)
+
     skips = [x]
     size = height
     for level, mult in enumerate(dim_mults):
@@ -165,8 +190,7 @@ def build_unet_graph(
                 x, emb, temporal_mask
             )
             if size in attention_resolutions:
-                x = add(f"down_{level}_attn_{j}", SpatialAttention(
-                    num_heads, norm_groups=norm_groups, name=f"down_{level}_attn_{j}", **common))(x)
+                x = spatial_attention(f"down_{level}_attn_{j}", x)
             if temporal_here(size):
                 x = make_temporal(f"down_{level}_tattn_{j}")(x, temporal_mask)
             skips.append(x)
@@ -176,7 +200,7 @@ def build_unet_graph(
             size //= 2
     mid = dim * dim_mults[-1]
     x = add("mid_res_0", ResBlock(mid, name="mid_res_0", **res_kwargs))(x, emb, temporal_mask)
-    x = add("mid_attn", SpatialAttention(num_heads, norm_groups=norm_groups, name="mid_attn", **common))(x)
+    x = spatial_attention("mid_attn", x)
     if video and (temporal_attention_resolutions == "all" or tuple(temporal_attention_resolutions or ())):
         x = make_temporal("mid_tattn")(x, temporal_mask)
     x = add("mid_res_1", ResBlock(mid, name="mid_res_1", **res_kwargs))(x, emb, temporal_mask)
@@ -187,8 +211,7 @@ def build_unet_graph(
                 x, emb, temporal_mask
             )
             if size in attention_resolutions:
-                x = add(f"up_{level}_attn_{j}", SpatialAttention(
-                    num_heads, norm_groups=norm_groups, name=f"up_{level}_attn_{j}", **common))(x)
+                x = spatial_attention(f"up_{level}_attn_{j}", x)
             if temporal_here(size):
                 x = make_temporal(f"up_{level}_tattn_{j}")(x, temporal_mask)
         if level != 0:
@@ -218,12 +241,20 @@ class UNet2D(UNetBackbone):
         num_heads: attention heads.
         norm_groups: group-norm groups (gcd with the channel count is used).
         dropout: ResBlock dropout.
-        conditioning: None or ``"class"`` (label ``num_classes`` is the null class).
+        conditioning: None, ``"class"`` (label ``num_classes`` is the null class;
+            the label embedding is added to the timestep embedding that every
+            ResBlock broadcast-adds) or ``"text"`` (pooled text added to the
+            timestep embedding, cross-attention to the text tokens in every
+            attention block, LDM-style).
         num_classes: class count for ``conditioning="class"``.
+        text_dim: text width for ``conditioning="text"``.
+        embedding_mode: how ResBlocks take the embedding: ``"scale_shift"``
+            (ADM) or ``"add"`` (DDPM / the MNIST lab's broadcast-add).
         learn_sigma: also output the improved-DDPM variance channels.
         dtype: dtype policy.
 
-    Inputs: ``{"latents": (B, H, W, C), "timesteps": (B,)[, "class_labels": (B,)]}``.
+    Inputs: ``{"latents": (B, H, W, C), "timesteps": (B,)}`` plus ``"class_labels": (B,)``
+    (class) or ``"text_embeddings": (B, L, text_dim), "text_mask": (B, L), "pooled_text": (B, text_dim)`` (text).
     Output: ``(B, H, W, out_channels)``.
 
     Example:
@@ -249,6 +280,8 @@ class UNet2D(UNetBackbone):
         dropout=0.0,
         conditioning=None,
         num_classes=None,
+        text_dim=None,
+        embedding_mode="scale_shift",
         learn_sigma=False,
         dtype=None,
         **kwargs,
@@ -259,7 +292,7 @@ class UNet2D(UNetBackbone):
             self, image_size=image_size, in_channels=in_channels, out_channels=out_channels, dim=dim,
             dim_mults=dim_mults, num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
             num_heads=num_heads, norm_groups=norm_groups, dropout=dropout, conditioning=conditioning,
-            num_classes=num_classes, dtype=dtype,
+            num_classes=num_classes, text_dim=text_dim, embedding_mode=embedding_mode, dtype=dtype,
         )
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
         self.image_size = image_size
@@ -273,6 +306,8 @@ class UNet2D(UNetBackbone):
         self.dropout = dropout
         self.conditioning = conditioning
         self.num_classes = num_classes if conditioning == "class" else None
+        self.text_dim = text_dim if conditioning == "text" else None
+        self.embedding_mode = embedding_mode
         self.learn_sigma = learn_sigma
         self.out_channels = out_channels
         self.latent_shape = as_pair(image_size, "image_size") + (in_channels,)
@@ -291,6 +326,8 @@ class UNet2D(UNetBackbone):
             dropout=self.dropout,
             conditioning=self.conditioning,
             num_classes=self.num_classes,
+            text_dim=self.text_dim,
+            embedding_mode=self.embedding_mode,
             learn_sigma=self.learn_sigma,
         )
         return config

@@ -49,8 +49,11 @@ class VDMUNet(UNetBackbone):
         num_extra_input_channels: extra ``latents`` channels for masked-frame
             conditioning (known-frame latents and mask; see
             ``keras_vdiff.diffusion.frame_conditioning``). The output keeps ``out_channels``.
-        conditioning: None or ``"class"``.
+        conditioning: None, ``"class"`` or ``"text"`` (as in ``UNet2D``; the text
+            tokens are shared by all frames).
         num_classes: class count (label ``num_classes`` is the null class).
+        text_dim: text width for ``conditioning="text"``.
+        embedding_mode: ``"scale_shift"`` or ``"add"`` (as in ``UNet2D``).
         learn_sigma: also output the improved-DDPM variance channels.
         dtype: dtype policy.
 
@@ -88,6 +91,8 @@ class VDMUNet(UNetBackbone):
         num_extra_input_channels=0,
         conditioning=None,
         num_classes=None,
+        text_dim=None,
+        embedding_mode="scale_shift",
         learn_sigma=False,
         dtype=None,
         **kwargs,
@@ -102,7 +107,8 @@ class VDMUNet(UNetBackbone):
             self, image_size=image_size, in_channels=in_channels, out_channels=out_channels, dim=dim,
             dim_mults=dim_mults, num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
             num_heads=num_heads, norm_groups=norm_groups, dropout=dropout, conditioning=conditioning,
-            num_classes=num_classes, num_frames=num_frames, conv_type=conv_type,
+            num_classes=num_classes, text_dim=text_dim, embedding_mode=embedding_mode, num_frames=num_frames,
+            conv_type=conv_type,
             temporal_attention_resolutions=temporal_attention_resolutions,
             relative_position_bias=relative_position_bias, learned_mix=learned_mix,
             fps_conditioning=fps_conditioning, num_extra_input_channels=num_extra_input_channels,
@@ -127,6 +133,8 @@ class VDMUNet(UNetBackbone):
         self.num_extra_input_channels = num_extra_input_channels
         self.conditioning = conditioning
         self.num_classes = num_classes if conditioning == "class" else None
+        self.text_dim = text_dim if conditioning == "text" else None
+        self.embedding_mode = embedding_mode
         self.learn_sigma = learn_sigma
         self.out_channels = out_channels
         self.latent_shape = (num_frames,) + as_pair(image_size, "image_size") + (in_channels,)
@@ -153,6 +161,8 @@ class VDMUNet(UNetBackbone):
             num_extra_input_channels=self.num_extra_input_channels,
             conditioning=self.conditioning,
             num_classes=self.num_classes,
+            text_dim=self.text_dim,
+            embedding_mode=self.embedding_mode,
             learn_sigma=self.learn_sigma,
         )
         return config

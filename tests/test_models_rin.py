@@ -1,0 +1,89 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_vdiff.models.rin import RIN
+from keras_vdiff.presets import registry
+from test_models_snapvideo import (
+    CHANNELS,
+    FRAMES,
+    SIZE,
+    TEXT,
+    check_self_conditioning,
+    fit_and_generate,
+    latent_token_parameters,
+    model_inputs,
+    outputs,
+    randomise,
+)
+
+TINY = registry.get_preset("rin_tiny")["config"]  # 4 frames of 8x8x1, 2x2x2 tubelets, 16 latents
+
+
+def test_tubelets_and_one_group_reach_the_whole_video():
+    # Without grouping every latent reads every tubelet: even with no latent self-attention layer a change in
+    # one corner of frame 0 reaches the whole video. The tubelet (frames 0 and 1) changes as one token.
+    model = RIN(**dict(TINY, num_latent_layers=0))
+    assert model.latent_shape == (FRAMES, SIZE, SIZE, CHANNELS) and model.previous_latents_shape == (16, 32)
+    randomise(model)
+    inputs = model_inputs(model, seed=1, previous="random")
+    out, lat = outputs(model, inputs)
+    changed = dict(inputs, latents=inputs["latents"].copy())
+    changed["latents"][:, 0, :2, :2] += np.random.default_rng(5).standard_normal((2, 2, 2, 1))
+    out2, lat2 = outputs(model, changed)
+    diff = np.abs(out2 - out)
+    assert min(diff[:, f, 4:, 4:].max() for f in range(FRAMES)) > 1e-4  # the far corner of every frame
+    assert np.abs(lat2 - lat).max(axis=-1).min() > 1e-4  # every latent token
+
+
+def test_self_conditioning_changes_the_output_and_zero_latents_add_nothing():
+    check_self_conditioning(RIN(**TINY))
+
+
+def test_trains_with_fit_and_samples_with_guidance_carrying_latents():
+    fit_and_generate(RIN(**TINY))
+
+
+def test_config_and_preset_round_trip(tmp_path):
+    model = RIN(**dict(TINY, **TEXT, adaln=True))
+    randomise(model)
+    inputs = model_inputs(model, previous="random")
+    ref, ref_latents = outputs(model, inputs)
+    assert RIN.from_config(model.get_config()).get_config() == model.get_config()
+    model.save_to_preset(str(tmp_path / "rin"))
+    restored = RIN.from_preset(str(tmp_path / "rin"))
+    out, latents = outputs(restored, inputs)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+    np.testing.assert_allclose(latents, ref_latents, atol=1e-6)
+
+
+def test_presets_parameter_counts_and_bad_arguments():
+    assert {"rin_thesis", "rin_base", "rin_tiny"} <= set(registry.list_presets(class_name="RIN"))
+    thesis = registry.get_preset("rin_thesis")["config"]
+    assert (thesis["patch_size"], thesis["patch_dim"], thesis["latent_dim"], thesis["num_latent_layers"],
+            thesis["num_blocks"]) == (2, 768, 1024, 4, 5)
+    base = registry.get_preset("rin_base")["config"]
+    assert base["num_latents"] == 256 and base["num_latent_layers"] == 4 and base["self_conditioning"]
+    for config in (TINY, dict(TINY, **TEXT, learn_sigma=True)):
+        model = RIN(**config)
+        expected = latent_token_parameters(config, tubelet_size=config["tubelet_size"],
+                                           num_latents=config["num_latents"])
+        assert model.count_params() == expected
+    for bad, match in (
+        (dict(tubelet_size=3), "tubelet_size"),
+        (dict(num_latents=0), "num_latents"),
+        (dict(num_latent_layers=1.5), "num_latent_layers"),
+        (dict(latent_dim=30), "num_heads"),
+        (dict(learn_sigma="yes"), "learn_sigma"),
+        (dict(conditioning="image"), "conditioning"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            RIN(**dict(TINY, **bad))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="one backend is enough for a parameter count")
+def test_thesis_parameter_count():
+    config = registry.get_preset("rin_thesis")["config"]
+    expected = latent_token_parameters(config, tubelet_size=2, num_latents=256)
+    assert RIN(**config).count_params() == expected

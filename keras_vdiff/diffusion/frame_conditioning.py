@@ -148,6 +148,28 @@ def substitute_frames(noisy_latents, condition):
     return ops.cast(noisy_latents, "float32") * (1.0 - mask) + condition[..., :channels]
 
 
+def mask_known_frames(process, model_output, x0, noise, t, mask):
+    """``model_output`` with its prediction at the known frames set to the target (under stop-gradient).
+
+    Passing the result to ``process.compute_loss`` removes the known frames
+    from the regression loss (their squared error is 0; the mean still runs
+    over all frames). Used with ConsistI2V substitution, where the backbone sees
+    the clean known frames and cannot, and need not, predict their noise.
+
+    Args:
+        process: ``GaussianDiffusion`` or ``FlowMatching``.
+        model_output: backbone output ``(B, F, H, W, C)`` (``2C`` with learned variance;
+            the variance channels are kept).
+        x0, noise, t: the training example's clean latents, noise and timesteps.
+        mask: ``(B, F)``, 1 at the known frames.
+    """
+    prediction, variance = process.split_output(model_output)
+    known = ops.cast(mask, "float32")[:, :, None, None, None]
+    target = ops.stop_gradient(process.target(x0, noise, t))
+    prediction = known * target + (1.0 - known) * prediction
+    return prediction if variance is None else ops.concatenate([prediction, variance], axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="keras_vdiff")
 class FrameConditionedDiffusion(VideoDiffusion):
     """``VideoDiffusion`` with masked-frame conditioning (image-to-video, interpolation, prediction).
@@ -232,7 +254,8 @@ class FrameConditionedDiffusion(VideoDiffusion):
         condition = ops.cast(condition, "float32")
         if substitute is not None:
             gate = ops.reshape(ops.cast(substitute, "float32"), (-1, 1, 1, 1, 1))
-            x = x + gate * (substitute_frames(x, condition) - x)
+            channels = x.shape[-1]
+            x = x * (1.0 - gate * condition[..., channels:]) + gate * condition[..., :channels]
         if self.concatenate_condition:
             return ops.concatenate([x, condition], axis=-1)
         return x + ops.cast(self.condition_projection(condition), "float32")
@@ -276,11 +299,7 @@ class FrameConditionedDiffusion(VideoDiffusion):
         inputs.update(self._training_conditions(x, batch_size, repeats))
         output = ops.cast(self.backbone(inputs, training=training), "float32")
         if self.substitute_known_frames:
-            prediction, variance = self.process.split_output(output)
-            known = ops.cast(mask, "float32")[:, :, None, None, None]
-            target = ops.stop_gradient(self.process.target(latents, noise, t))
-            prediction = known * target + (1.0 - known) * prediction
-            output = prediction if variance is None else ops.concatenate([prediction, variance], axis=-1)
+            output = mask_known_frames(self.process, output, latents, noise, t, mask)
         per_example = self.process.compute_loss(output, latents, noise, x_t, t)
         if sample_weight is not None:
             per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")

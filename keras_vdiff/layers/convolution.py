@@ -200,7 +200,8 @@ class CausalConv3D(keras.layers.Layer):
         filters: output channels.
         kernel_size: int or ``(k_t, k_h, k_w)``.
         strides: spatial stride (time is never strided here).
-        dilation_rate: temporal dilation (padding becomes ``dilation * (k_t - 1)``).
+        dilation_rate: temporal dilation (padding becomes ``dilation * (k_t - 1)``);
+            only with ``strides=1``.
         temporal_padding: ``"zeros"`` or ``"replicate"``.
         use_bias: add a bias.
 
@@ -217,6 +218,11 @@ class CausalConv3D(keras.layers.Layer):
         self.kernel_size = _kernel_triple(kernel_size, "kernel_size")
         self.strides = _positive_int(strides, "strides")
         self.dilation_rate = _positive_int(dilation_rate, "dilation_rate")
+        if self.strides > 1 and self.dilation_rate > 1:
+            raise ValueError(
+                f"`strides`={strides} > 1 cannot be combined with `dilation_rate`={dilation_rate} > 1 "
+                "(Keras convolutions refuse it); use one of them."
+            )
         if temporal_padding not in TEMPORAL_PADDINGS:
             raise ValueError(f"`temporal_padding` must be one of {TEMPORAL_PADDINGS}, got {temporal_padding!r}.")
         self.temporal_padding = temporal_padding

@@ -87,19 +87,20 @@ def fit_and_generate(backbone, epochs=6):
     cond = {}
     if backbone.conditioning == "class":
         data["labels"] = (np.arange(8) % backbone.num_classes).astype("int32")
-        cond = dict(labels=[0, 1])
+        cond = dict(labels=[1])
     elif backbone.conditioning == "text":
         text = model_inputs(backbone, batch=8)
         data.update({k: text[k] for k in TEXT_KEYS})
-        cond = dict(text_embeddings={k: text[k][:2] for k in TEXT_KEYS})
+        cond = dict(text_embeddings={k: text[k][:1] for k in TEXT_KEYS})
     losses = model.fit(data, batch_size=4, epochs=epochs, verbose=0).history["loss"]
     assert np.isfinite(losses).all()
     assert losses[-1] < losses[0], losses
     videos = model.generate(steps=2, sampler="ddim", guidance_scale=3.0, seed=0, **cond)
-    assert videos.shape == (2, FRAMES, SIZE, SIZE, CHANNELS) and videos.dtype == np.uint8
+    assert videos.shape == (1, FRAMES, SIZE, SIZE, CHANNELS) and videos.dtype == np.uint8
 
     # Carried latents (eager loop, so the values can be recorded): step 1 gets zeros, step 2 the latents that
-    # step 1 returned, with separate rows for the conditional and the null half of guidance.
+    # step 1 returned, with separate rows for the conditional and the null half of guidance (one video: the
+    # guided batch has 2 rows, the shape of the other tests, so eager JAX reuses their compiled ops).
     seen = []
     original = model._backbone_output
 
@@ -113,11 +114,11 @@ def fit_and_generate(backbone, epochs=6):
         model.generate(steps=2, sampler="ddim", guidance_scale=3.0, seed=0, compile=False, **cond)
     finally:
         del model._backbone_output
-    assert len(seen) == 2 and seen[0][0].shape == (4,) + backbone.previous_latents_shape
+    assert len(seen) == 2 and seen[0][0].shape == (2,) + backbone.previous_latents_shape
     np.testing.assert_array_equal(seen[0][0], 0.0)
     np.testing.assert_allclose(seen[1][0], seen[0][1], atol=1e-6)
     assert np.abs(seen[1][0]).max() > 1e-3
-    assert np.abs(seen[1][0][:2] - seen[1][0][2:]).max() > 1e-4  # conditional and null rows differ
+    assert np.abs(seen[1][0][0] - seen[1][0][1]).max() > 1e-4  # conditional and null rows differ
     return model
 
 
@@ -179,7 +180,7 @@ def test_text_versions_use_the_prompt_and_ignore_padding(adaln):
 
 
 def test_trains_with_fit_and_samples_with_guidance_carrying_latents():
-    fit_and_generate(SnapVideo(**TINY))
+    fit_and_generate(SnapVideo(**dict(TINY, num_blocks=1)))  # one block: half the compile time
 
 
 def test_config_and_preset_round_trip(tmp_path):

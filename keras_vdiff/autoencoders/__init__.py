@@ -1,0 +1,15 @@
+"""Autoencoders for latent video diffusion: ``encode(videos in [-1, 1]) -> latents``, ``decode(latents) -> videos``.
+
+- ``FrameVAE``: frame-wise convolutional KL-VAE (LDM KL-f4 / KL-f8 layout).
+- ``CausalVideoVAE``: causal 3D convolutional KL-VAE (CogVideoX): ``1 + k m`` frames <-> ``1 + m`` latents.
+- ``SD3VAEAdapter``: keras-hub's Stable Diffusion 3 VAE applied frame by frame.
+
+All are ``KLAutoencoder`` models trainable with ``fit`` (reconstruction + beta KL).
+Importing this package registers the autoencoder presets.
+"""
+
+from keras_vdiff.autoencoders.kl_autoencoder import KLAutoencoder
+from keras_vdiff.autoencoders.residual_block import VAEResidualBlock
+from keras_vdiff.autoencoders.frame_vae import FrameVAE
+from keras_vdiff.autoencoders.causal_vae import CausalVideoVAE
+from keras_vdiff.autoencoders.sd3_vae import SD3VAEAdapter, build_sd3_vae

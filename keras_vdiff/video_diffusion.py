@@ -505,8 +505,12 @@ class VideoDiffusion(keras.Model):
                     f"Preset {preset!r} is a backbone preset; build it with "
                     f"keras_vdiff.models.{record['class_name']}.from_preset and wrap it in VideoDiffusion."
                 )
+            shipped = registry.weights_path(record)
+            if shipped is not None and os.path.isdir(shipped):
+                # A trained preset ships as the directory its training run saved.
+                return cls.from_preset(shipped, load_weights=load_weights)
             model = cls.from_config(_resolve_pipeline_config(record["config"]))
-            weights = registry.weights_path(record)
+            weights = shipped
         elif isinstance(preset, str) and os.path.isdir(preset):
             config_path = os.path.join(preset, CONFIG_FILE)
             if not os.path.exists(config_path):

@@ -2,8 +2,9 @@
 
 from keras_vdiff.presets.registry import get_preset, has_preset, list_presets, register_preset
 
-# Importing the models registers their presets.
+# Importing the models registers their presets; the trained pipelines register when shipped.
 import keras_vdiff.models  # noqa: E402,F401
+import keras_vdiff.presets.pipelines  # noqa: E402,F401
 
 
 def list(kind=None, class_name=None):  # noqa: A001 - public API name fixed by the design

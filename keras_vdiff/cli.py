@@ -1,0 +1,303 @@
+"""``keras-vdiff``: train, sample, evaluate and list presets from the command line.
+
+    keras-vdiff presets [--kind pipeline]
+    keras-vdiff train --output-dir runs/mm --max-minutes 10
+    keras-vdiff sample --preset latte_tiny_moving_mnist --prompt "The digit 3 is moving up and down"
+    keras-vdiff evaluate --preset runs/mm/pipeline --samples-per-caption 4
+
+The backend is chosen by ``KERAS_BACKEND`` (jax, tensorflow or torch) before
+the command starts. Every command explains its options with ``--help``.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m")
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _add_sampling_options(parser, default_steps=50):
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="sampler (default: ddim)")
+    parser.add_argument("--steps", type=_positive_int, default=default_steps,
+                        help=f"sampler steps (default: {default_steps})")
+    parser.add_argument("--guidance", type=float, default=3.0,
+                        help="classifier-free guidance scale; 1 disables guidance (default: 3)")
+    parser.add_argument("--eta", type=float, default=None, help="DDIM eta (default: 0, deterministic)")
+    parser.add_argument("--thresholding", choices=("none", "static", "dynamic"), default="static",
+                        help="x0 thresholding during sampling (default: static, clip to [-1, 1])")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+
+
+def _sampling_kwargs(args):
+    kwargs = dict(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+                  thresholding=None if args.thresholding == "none" else args.thresholding)
+    if args.eta is not None:
+        if args.sampler != "ddim":
+            raise SystemExit("error: --eta applies to --sampler ddim only")
+        kwargs["eta"] = args.eta
+    return kwargs
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-vdiff",
+        description="Video diffusion with Keras 3 on JAX, TensorFlow or PyTorch (set KERAS_BACKEND).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    presets = commands.add_parser("presets", help="list the registered presets",
+                                  description="List the registered backbone and pipeline presets.")
+    presets.add_argument("--kind", choices=("backbone", "pipeline"), default=None,
+                         help="only backbone or only pipeline presets")
+    presets.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    train = commands.add_parser(
+        "train", help="train a text-to-video model on generated MovingMNIST",
+        description=(
+            "Train a text-to-video pipeline on generated MovingMNIST with model.fit. Writes "
+            "<output-dir>/pipeline (a preset directory, saved after every epoch and at the end), "
+            "<output-dir>/loss.png, <output-dir>/history.json and sample GIFs."
+        ),
+    )
+    train.add_argument("--preset", default=None,
+                       help="start from a pipeline preset name or directory (default: the tiny MovingMNIST "
+                            "Latte of keras_vdiff.training.TINY_MOVING_MNIST, random init)")
+    train.add_argument("--config", default=None,
+                       help="JSON file or string of overrides of TINY_MOVING_MNIST, e.g. "
+                            "'{\"backbone\": {\"hidden_dim\": 96}, \"frame_size\": 16}' (new models only)")
+    train.add_argument("--dataset", default="moving_mnist", choices=("moving_mnist",),
+                       help="training data (default: moving_mnist, generated on the fly)")
+    train.add_argument("--num-videos", type=_positive_int, default=6000,
+                       help="generated training videos (default: 6000)")
+    train.add_argument("--digits-source", choices=("auto", "sklearn", "mnist"), default="auto",
+                       help="digit images: MNIST if cached/downloadable, else scikit-learn's offline digits")
+    train.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps")
+    train.add_argument("--max-minutes", type=_positive_float, default=None,
+                       help="wall-clock budget in minutes (training stops at steps or budget, whichever first)")
+    train.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default: 32)")
+    train.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="AdamW learning rate")
+    train.add_argument("--ema", type=float, default=0.995, help="EMA momentum of the weights; 0 disables")
+    train.add_argument("--output-dir", required=True, help="run directory")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from <output-dir>/pipeline instead of starting afresh")
+    train.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
+    train.add_argument("--samples", type=int, default=3,
+                       help="after training, sample this many captions (one per motion) as GIFs; 0 skips")
+
+    sample = commands.add_parser(
+        "sample", help="generate videos from a preset or checkpoint",
+        description="Generate videos for prompts (text models) or labels (class models); writes one file "
+                    "per video and a contact-sheet PNG (a row per video, a column per frame).",
+    )
+    sample.add_argument("--preset", required=True, help="pipeline preset name or preset directory")
+    group = sample.add_mutually_exclusive_group(required=True)
+    group.add_argument("--prompt", action="append", help="a prompt; repeat for several videos")
+    group.add_argument("--label", action="append", type=int, help="a class label; repeat for several")
+    _add_sampling_options(sample)
+    sample.add_argument("--format", default="gif", help="comma-separated file formats: gif, mp4 (default: gif)")
+    sample.add_argument("--fps", type=_positive_float, default=4, help="frames per second of the files")
+    sample.add_argument("--scale", type=_positive_int, default=4, help="nearest-neighbour upscaling of the files")
+    sample.add_argument("--output-dir", default="samples", help="where to write (default: samples)")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score a MovingMNIST text-to-video model",
+        description="Sample every MovingMNIST caption and report conditional accuracy (the shipped "
+                    "classifier recognises digit and motion), the Frechet distance on the classifier's "
+                    "features against held-out generated data, and a motion ratio.",
+    )
+    evaluate.add_argument("--preset", required=True, help="pipeline preset name or preset directory")
+    evaluate.add_argument("--samples-per-caption", type=_positive_int, default=4,
+                          help="videos per caption; 30 captions (default: 4 -> 120 videos)")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=30, help="videos per generate call")
+    _add_sampling_options(evaluate)
+    evaluate.add_argument("--output", default=None, help="write the results as JSON here (and a .md table)")
+    return parser
+
+
+def cmd_presets(args):
+    import keras_vdiff as kv
+
+    names = kv.presets.list(kind=args.kind)
+    records = [kv.presets.get_preset(name) for name in names]
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("name", "kind", "class_name", "description", "weights")}
+                          for r in records], indent=2))
+        return 0
+    width = max(len(n) for n in names) if names else 4
+    for record in records:
+        trained = "trained" if record["weights"] else "random"
+        print(f"{record['name']:<{width}}  {record['kind']:<8}  {record['class_name']:<16}  {trained:<7}  "
+              f"{record['description']}")
+    return 0
+
+
+def _load_pipeline(preset):
+    from keras_vdiff.video_diffusion import VideoDiffusion
+
+    try:
+        return VideoDiffusion.from_preset(preset)
+    except ValueError as error:
+        raise SystemExit(f"error: --preset: {error}")
+
+
+def cmd_train(args):
+    import keras
+
+    from keras_vdiff import training
+
+    if args.steps is None and args.max_minutes is None:
+        raise SystemExit("error: give --steps, --max-minutes or both")
+    os.makedirs(args.output_dir, exist_ok=True)
+    checkpoint = os.path.join(args.output_dir, "pipeline")
+    keras.utils.set_random_seed(args.seed)
+    if args.resume:
+        if not os.path.isdir(checkpoint):
+            raise SystemExit(f"error: --resume: no checkpoint at {checkpoint}")
+        model = _load_pipeline(checkpoint)
+        print(f"Resuming from {checkpoint}")
+    elif args.preset is not None:
+        model = _load_pipeline(args.preset)
+    else:
+        overrides = {}
+        if args.config:
+            text = open(args.config).read() if os.path.exists(args.config) else args.config
+            try:
+                overrides = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise SystemExit(f"error: --config is neither a JSON file nor a JSON string: {error}")
+        model = training.moving_mnist_text_to_video(seed=args.seed, **overrides)
+    print(model.backbone.describe())
+    print(f"Generating {args.num_videos} MovingMNIST videos ...")
+    data = training.moving_mnist_training_data(model, args.num_videos, seed=args.seed,
+                                               digits_source=args.digits_source)
+    budget = [f"{args.steps} steps" if args.steps else None,
+              f"{args.max_minutes:g} minutes" if args.max_minutes else None]
+    print(f"Training on {keras.backend.backend()} for {' or '.join(b for b in budget if b)} ...")
+    result = training.train(
+        model, data, steps=args.steps, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, ema_momentum=args.ema or None,
+        checkpoint_dir=checkpoint, seed=args.seed,
+    )
+    history = dict(
+        backend=keras.backend.backend(), steps=result["steps"], stopped_by=result["stopped_by"],
+        steps_per_second=result["steps_per_second"], seconds=result["seconds"][-1] if result["seconds"] else 0,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, ema=args.ema, num_videos=args.num_videos,
+        losses=result["losses"],
+    )
+    training.atomic_write_json(os.path.join(args.output_dir, "history.json"), history)
+    training.plot_loss(result["losses"], os.path.join(args.output_dir, "loss.png"))
+    print(f"Trained {result['steps']} steps ({result['steps_per_second']:.2f} steps/s, stopped by "
+          f"{result['stopped_by']}); final loss {np.mean(result['losses'][-20:]):.4f}")
+    if args.samples:
+        from keras_vdiff.data.moving_mnist import MOTIONS, caption
+
+        prompts = [caption(d % 10, d % len(MOTIONS)) for d in range(args.samples)]
+        videos = model.generate(prompts=prompts, steps=50, sampler="ddim", guidance_scale=3.0, seed=args.seed,
+                                thresholding="static")
+        paths = training.write_samples(videos, [training.slug(p) for p in prompts],
+                                       os.path.join(args.output_dir, "samples"))
+        print("Samples: " + ", ".join(paths))
+    print(f"Pipeline: {checkpoint}  (keras-vdiff sample --preset {checkpoint} --prompt ...)")
+    return 0
+
+
+def cmd_sample(args):
+    from keras_vdiff import training
+
+    model = _load_pipeline(args.preset)
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    bad = [f for f in formats if f not in ("gif", "mp4")]
+    if bad or not formats:
+        raise SystemExit(f"error: --format must list gif and/or mp4, got {args.format!r}")
+    kwargs = _sampling_kwargs(args)
+    start = time.perf_counter()
+    if args.prompt:
+        videos = model.generate(prompts=args.prompt, progress=True, **kwargs)
+        names = [f"{i:02d}_{training.slug(p)}" for i, p in enumerate(args.prompt)]
+    else:
+        videos = model.generate(labels=args.label, progress=True, **kwargs)
+        names = [f"{i:02d}_label_{label}" for i, label in enumerate(args.label)]
+    print(f"Sampled {len(videos)} videos in {time.perf_counter() - start:.1f}s ({model.sampling_mode})")
+    paths = training.write_samples(videos, names, args.output_dir, fps=args.fps, scale=args.scale, formats=formats)
+    sheet = training.contact_sheet(videos, os.path.join(args.output_dir, "contact_sheet.png"), scale=args.scale,
+                                   labels=args.prompt or args.label)
+    for path in paths + [sheet]:
+        print(path)
+    return 0
+
+
+def cmd_evaluate(args):
+    from keras_vdiff import training
+    from keras_vdiff.metrics.conditional_accuracy import conditional_accuracy_table
+
+    model = _load_pipeline(args.preset)
+    result = training.evaluate_moving_mnist(model, samples_per_caption=args.samples_per_caption,
+                                            batch_size=args.batch_size, **_sampling_kwargs(args))
+    accuracy = result["conditional_accuracy"]
+    settings = result["settings"]
+    lines = [
+        f"preset: {args.preset}",
+        "sampling: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
+        f"videos: {result['num_videos']}",
+        f"conditional accuracy (digit and motion): {100 * accuracy['overall']:.1f}%  "
+        f"(digit {100 * accuracy['digit']:.1f}%, motion {100 * accuracy['motion']:.1f}%, chance 3.3%)",
+        f"Frechet distance (classifier features): {result['frechet_distance']:.3f}",
+        f"motion ratio (samples / real frame-to-frame change): {result['motion_ratio']:.2f}",
+        f"sampling time: {result['seconds_per_video']:.3f} s/video",
+    ]
+    print("\n".join(lines))
+    table = conditional_accuracy_table(accuracy)
+    print(table)
+    if args.output:
+        from keras_vdiff.training import atomic_write_json
+
+        payload = {k: v for k, v in result.items() if k not in ("videos", "digits", "motions")}
+        payload["conditional_accuracy"] = {
+            k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in accuracy.items()
+        }
+        payload["preset"] = args.preset
+        atomic_write_json(args.output, json.loads(json.dumps(payload, default=_json_default)))
+        markdown = os.path.splitext(args.output)[0] + ".md"
+        with open(markdown + ".tmp", "w") as file:
+            file.write("\n".join(f"- {line}" for line in lines) + "\n\n" + table + "\n")
+        os.replace(markdown + ".tmp", markdown)
+        print(f"Wrote {args.output} and {markdown}")
+    return 0
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

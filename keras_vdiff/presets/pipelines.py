@@ -1,0 +1,38 @@
+"""Whole-pipeline presets (backbone + process + text encoder), trained by the project.
+
+A trained pipeline ships as the preset directory its training run wrote with
+``VideoDiffusion.save_to_preset`` (``pipeline.json`` + ``model.weights.h5``)
+under ``keras_vdiff/presets/weights/<name>/``, next to a ``training.json``
+with the command that produced it and its measured scores. It is registered
+only when that directory is present, so ``keras_vdiff.presets.list()`` never
+names a preset that cannot load.
+"""
+
+import json
+import os
+
+from keras_vdiff.presets.registry import WEIGHTS_DIR, register_preset
+
+TRAINED_PIPELINES = {
+    "latte_tiny_moving_mnist": (
+        "Text-to-video Latte (variant 1, 16x16 frames, 10 frames, patch 4) with a word-level text encoder, "
+        "trained on generated MovingMNIST by `keras-vdiff train`; see training.json for the command and scores."
+    ),
+}
+
+
+def _register():
+    for name, description in TRAINED_PIPELINES.items():
+        directory = os.path.join(WEIGHTS_DIR, name)
+        if not os.path.exists(os.path.join(directory, "pipeline.json")):
+            continue
+        metadata = {}
+        info = os.path.join(directory, "training.json")
+        if os.path.exists(info):
+            with open(info) as file:
+                metadata = json.load(file)
+        register_preset(name, "VideoDiffusion", {"directory": name}, description, weights=name, kind="pipeline",
+                        metadata=metadata)
+
+
+_register()

@@ -23,9 +23,12 @@ global step 3 mixes groups. With ``use_adaln`` (SnapVideo v2) the MLP after
 step 1 and the sub-layers of step 3 are modulated by a pooled condition,
 ``x + gate * f(LN(x) * (1 + scale) + shift)``, adaLN-Zero initialised.
 
-Also here: the patch grouping of FiT, the learned initial latents, latent
-self-conditioning (Chen et al. 2023 / RIN) and the text-register encoder of
-CAD-RIN / SnapVideo v1.
+Also here: the patch grouping of FiT (:func:`group_patches`), the space-time
+position table of the patch tokens (:func:`spacetime_position_table`: inside a
+group the frames must be told apart, or every frame gets the same update),
+the learned initial latents, latent self-conditioning (Chen et al. 2023 / RIN),
+the text-register encoder of CAD-RIN / SnapVideo v1 and
+:class:`ConditionTokens`, the token set the latents read in step 1.
 
 References: Jabri, Fleet & Chen, "Scalable Adaptive Computation for Iterative
 Generation" (RIN, 2023); Chen, Li & Hinton, "FIT: Far-reaching Interleaved

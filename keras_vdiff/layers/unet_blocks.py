@@ -1,5 +1,9 @@
 """U-Net blocks for image and video diffusion: residual blocks, resampling, spatial and temporal attention.
 
+``SpatialAttention(context_dim=...)`` adds LDM's cross-attention to text tokens
+(Rombach et al. 2022); ``UNetConditionEmbedding`` sums the timestep embedding
+with a label, pooled-text and / or fps embedding.
+
 Every block takes an image ``(B, H, W, C)`` or a video ``(B, F, H, W, C)``.
 Spatial layers (group norms, 2D convolutions, spatial attention) run on each
 frame on its own, so a video U-Net built from these blocks with its temporal
@@ -7,6 +11,8 @@ parts at their initial values computes exactly the image U-Net on every frame
 (Make-A-Video's inflation, Singer et al. 2022). Temporal parts:
 
 - ``ResBlock(conv_type="pseudo3d")``: the convolutions are ``PseudoConv3D``.
+- ``Downsample(temporal=True)`` / ``Upsample(temporal=True)``: stride-2 / repeat-and-mix
+  3-tap convolutions over frames, for U-Nets that also resample time.
 - ``TemporalAttention``: attention over the frames of every pixel (VDM, Ho et al.
   2022), with a T5-style relative position bias, a zero-initialised output
   (identity at the start) and optionally Video-LDM's learned mix
@@ -29,7 +35,6 @@ from keras_vdiff.layers.convolution import (
     _positive_int,
     _temporal_sequences,
     apply_per_frame,
-    per_sample_gate,
 )
 from keras_vdiff.layers.embeddings import LabelEmbedding, PooledTextEmbedding, TimestepEmbedding
 

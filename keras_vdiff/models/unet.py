@@ -6,7 +6,9 @@
             -> middle: ResBlock, SpatialAttention, (TemporalAttention), ResBlock
             -> [ResBlock x (n+1) on concat(skip) (+ attention)] per level, Upsample
             -> GroupNorm, SiLU, conv_out (zero-initialised) -> output
-    emb = TimestepEmbedding(t) (+ LabelEmbedding(y)) (+ fps embedding), width 4 * dim
+    emb = TimestepEmbedding(t) (+ LabelEmbedding(y) | + PooledTextEmbedding(text)) (+ fps embedding), width 4 * dim,
+          broadcast-added (or as scale and shift) in every ResBlock
+    text conditioning: every attention block also cross-attends to the text tokens (LDM)
 
 (Ho et al. 2020; Dhariwal & Nichol 2021.) ``build_unet_graph`` builds this graph
 for images and, with temporal options, for videos (``VDMUNet``,

@@ -40,3 +40,12 @@ from keras_vdiff.layers.unet_blocks import (
     UNetConditionEmbedding,
     Upsample,
 )
+from keras_vdiff.layers.latent_tokens import (
+    ConditionTokens,
+    LatentReadWriteBlock,
+    LatentSelfConditioning,
+    LearnedLatents,
+    TextRegisterEncoder,
+    group_patches,
+    ungroup_patches,
+)

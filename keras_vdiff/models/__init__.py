@@ -11,3 +11,5 @@ from keras_vdiff.models.video_dit import VideoDiT
 from keras_vdiff.models.unet import UNet2D
 from keras_vdiff.models.vdm_unet import VDMUNet
 from keras_vdiff.models.inflation import MakeAVideoUNet, inflate_unet
+from keras_vdiff.models.snapvideo import SnapVideo
+from keras_vdiff.models.rin import RIN

@@ -55,6 +55,12 @@ class KLAutoencoder(keras.Model):
             reconstruction loss (mean over pixels).
         reconstruction_loss: ``"l1"`` or ``"mse"``.
         seed: seed of the posterior samples drawn during training.
+
+    Example (with the ``FrameVAE`` subclass):
+        >>> vae = FrameVAE.from_preset("frame_vae_tiny")
+        >>> vae.compile(optimizer="adam"); vae.fit(videos_uint8, batch_size=16, epochs=20)
+        >>> vae.scaling_factor = vae.estimate_scaling_factor(videos_uint8)
+        >>> vae.trainable = False          # then: VideoDiffusion(backbone, process, autoencoder=vae)
     """
 
     def __init__(

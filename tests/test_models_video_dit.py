@@ -84,7 +84,7 @@ def test_trains_with_fit_and_samples_with_generate(name):
 
 def test_presets_and_save_round_trip(tmp_path):
     names = registry.list_presets(class_name="VideoDiT")
-    assert {"video_dit_small_patch2", "video_dit_base_patch2", "video_dit_tiny"} <= set(names)
+    assert {"video_dit_small_patch2", "video_dit_base_patch2", "video_dit_tiny", "video_dit_xlarge_patch8"} <= set(names)
     assert registry.get_preset("video_dit_base_patch2")["config"]["hidden_dim"] == 768
     model = VideoDiT(**dict(TINY, **FORMS["joint_rope"]))
     _randomise(model)

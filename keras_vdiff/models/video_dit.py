@@ -216,17 +216,19 @@ class VideoDiT(VideoBackbone):
 
 
 def _register_presets():
-    for size in ("small", "base"):
-        label = size[0].upper()
-        register_preset(
-            f"video_dit_{size}_patch2",
-            "VideoDiT",
-            dict(input_shape=(16, 32, 32, 4), patch_size=2, conditioning="text", text_dim=512, text_mode="joint",
-                 position="sincos", learn_sigma=True, **LATTE_SIZES[size]),
-            f"Full-3D-attention video DiT at DiT-{label} width (16 frames of 32x32x4 latents, 4096 tokens), "
-            "MM-DiT joint text blocks, 3D sin-cos positions, learned sigma; random init.",
-            metadata=dict(paper="arXiv:2212.09748, arXiv:2403.03206, arXiv:2408.06072"),
-        )
+    for size, dims in LATTE_SIZES.items():
+        label = "XL" if size == "xlarge" else size[0].upper()
+        for patch in (2, 4, 8):
+            register_preset(
+                f"video_dit_{size}_patch{patch}",
+                "VideoDiT",
+                dict(input_shape=(16, 32, 32, 4), patch_size=patch, conditioning="text", text_dim=512,
+                     text_mode="joint", position="sincos", learn_sigma=True, **dims),
+                f"Full-3D-attention video DiT-{label}/{patch} (16 frames of 32x32x4 latents, "
+                f"{16 * (32 // patch) ** 2} tokens), MM-DiT joint text blocks, 3D sin-cos positions, learned "
+                "sigma; random init.",
+                metadata=dict(paper="arXiv:2212.09748, arXiv:2403.03206, arXiv:2408.06072"),
+            )
     register_preset(
         "video_dit_tiny",
         "VideoDiT",

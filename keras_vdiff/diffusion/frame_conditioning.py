@@ -237,7 +237,7 @@ class FrameConditionedDiffusion(VideoDiffusion):
         self._pending_inputs = {}
 
     # --- the backbone input ---------------------------------------------------------------------
-    def backbone_latents(self, noisy_latents, condition, substitute=None):
+    def backbone_latents(self, noisy_latents, condition, substitute=None, projection_kernel=None):
         """The backbone's ``latents`` input from the noisy latents and ``[m * z_0 | m]``.
 
         Args:
@@ -245,6 +245,9 @@ class FrameConditionedDiffusion(VideoDiffusion):
             condition: ``(B, F, H, W, C + 1)`` from ``frame_condition``.
             substitute: None, or a float ``(B,)`` / scalar: 1 applies the
                 ConsistI2V substitution to that sample.
+            projection_kernel: the kernel of ``P`` as a tensor (the compiled
+                sampling loop passes it explicitly so that it is never a stale
+                constant); default: the layer's current kernel.
 
         Returns: ``[z | m * z_0 | m]`` ``(B, F, H, W, 2C + 1)`` for concatenating
         backbones, ``z + P [m * z_0 | m]`` ``(B, F, H, W, C)`` otherwise, where
@@ -258,7 +261,9 @@ class FrameConditionedDiffusion(VideoDiffusion):
             x = x * (1.0 - gate * condition[..., channels:]) + gate * condition[..., :channels]
         if self.concatenate_condition:
             return ops.concatenate([x, condition], axis=-1)
-        return x + ops.cast(self.condition_projection(condition), "float32")
+        if projection_kernel is None:
+            projection_kernel = self.condition_projection.kernel
+        return x + ops.matmul(condition, ops.cast(projection_kernel, "float32"))
 
     def _draw_training_mask(self, batch_size):
         choice = keras.random.randint((batch_size,), 0, len(self.training_masks), seed=self.seed_generator)
@@ -313,12 +318,13 @@ class FrameConditionedDiffusion(VideoDiffusion):
         inputs = dict(inputs)
         condition = inputs.pop("frame_condition", None)
         substitute = inputs.pop("substitute_known_frames", None)
+        projection_kernel = inputs.pop("condition_projection_kernel", None)
         if condition is None:
             raise ValueError(
                 "FrameConditionedDiffusion needs a `frame_condition` backbone input; "
                 "use generate(known_frames=..., frame_mask=...) or fit."
             )
-        inputs["latents"] = self.backbone_latents(inputs["latents"], condition, substitute)
+        inputs["latents"] = self.backbone_latents(inputs["latents"], condition, substitute, projection_kernel)
         return super()._backbone_output(inputs, training)
 
     def _sampling_conditions(self, labels, prompts, text_embeddings, batch_size, use_guidance):
@@ -334,6 +340,9 @@ class FrameConditionedDiffusion(VideoDiffusion):
         for key, value in extra.items():
             # the null half keeps the known frames: guidance drops only the label / text
             conditions[key] = ops.concatenate([value, value], axis=0) if use_guidance else value
+        if self.condition_projection is not None:
+            # an explicit argument of the compiled loop, which maps only the backbone's variables
+            conditions["condition_projection_kernel"] = ops.convert_to_tensor(self.condition_projection.kernel)
         return conditions, batch
 
     def _known_latents(self, known_frames):

@@ -139,6 +139,9 @@ class VideoDiffusion(keras.Model):
         if getattr(backbone, "num_extra_input_channels", 0):
             raise ValueError("Backbones built for masked-frame conditioning are not driven by VideoDiffusion yet.")
         self.text_encoder = text_encoder
+        if autoencoder is not None and getattr(autoencoder, "trainable", False):
+            # encode() stops gradients; frozen, AdamW's weight decay cannot shrink its weights either.
+            autoencoder.trainable = False
         self.autoencoder = autoencoder
         self.condition_dropout = float(condition_dropout)
         self.self_conditioning_prob = float(self_conditioning_prob)
@@ -347,8 +350,9 @@ class VideoDiffusion(keras.Model):
         Args:
             labels: class labels (class-conditional backbones), one video per label.
             prompts: strings for the text encoder (text-conditional backbones).
-            num_frames: frames to generate; must match the backbone's frame count
-                unless its input accepts any (image backbones give 1 frame).
+            num_frames: video frames to generate; must match the backbone's frame count
+                unless its input accepts any (image backbones give 1 frame); with a
+                temporally compressing autoencoder, ``1 + k * m`` video frames.
             steps: number of sampler steps.
             sampler: ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"`` or ``"dpmpp_2m"``.
             guidance_scale: classifier-free guidance scale; 1 (or an unconditional
@@ -378,6 +382,8 @@ class VideoDiffusion(keras.Model):
         use_guidance = self.conditioning is not None and guidance_scale != 1.0
         conditions, batch = self._sampling_conditions(labels, prompts, text_embeddings, batch_size, use_guidance)
         latent_shape = tuple(self.backbone.latent_shape)
+        if num_frames is not None and self.is_video and hasattr(self.autoencoder, "latent_num_frames"):
+            num_frames = self.autoencoder.latent_num_frames(num_frames)  # e.g. 1 + 4m video frames -> 1 + m latents
         if num_frames is not None:
             if not self.is_video and num_frames != 1:
                 raise ValueError(f"An image backbone generates 1 frame, got `num_frames`={num_frames}.")

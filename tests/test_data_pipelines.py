@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_vdiff.data.pipelines import TEXT_KEYS, VideoBatches, precompute_text
+from keras_vdiff.data.pipelines import TEXT_KEYS, VideoBatches, precompute_text, to_tf_dataset
 from keras_vdiff.text.small_text_encoder import SmallTextEncoder
 from keras_vdiff.text.word_tokenizer import WordTokenizer
 
@@ -52,6 +52,34 @@ def test_fit_consumes_the_batches():
 
     history = model.fit(Pairs(make_data(12), batch_size=4, keys=["videos", "labels"]), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_tf_dataset_holds_the_same_rows_reshuffles_and_feeds_fit():
+    data = make_data(10)
+    tokenizer = WordTokenizer.from_texts(CAPTIONS)
+    dataset = to_tf_dataset(data, batch_size=4, tokenizer=tokenizer, seed=0)
+    epochs = []
+    for _ in range(2):
+        batches = [{k: v.numpy() for k, v in batch.items()} for batch in dataset]
+        assert [len(b["videos"]) for b in batches] == [4, 4, 2]
+        rows = np.concatenate([b["videos"][:, 0, 0, 0, 0] for b in batches])
+        assert sorted(rows.tolist()) == list(range(10))
+        for batch in batches:  # keys stay aligned, captions are token ids
+            ids = batch["videos"][:, 0, 0, 0, 0]
+            np.testing.assert_array_equal(batch["labels"], ids % 3)
+            np.testing.assert_array_equal(batch["captions"], tokenizer([CAPTIONS[r % 3] for r in ids]))
+        epochs.append(rows)
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled each epoch
+    assert [len(b["videos"]) for b in to_tf_dataset(data, 4, drop_remainder=True, shuffle=False)] == [4, 4]
+
+    inputs = keras.Input((2, 4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    import tensorflow as tf  # inside tf.data only tf ops run, whatever the Keras backend
+
+    pairs = to_tf_dataset(make_data(12), 4, keys=["videos", "labels"]).map(
+        lambda b: (tf.cast(b["videos"], "float32"), b["labels"]))
+    assert np.isfinite(model.fit(pairs, epochs=1, verbose=0).history["loss"][0])
 
 
 def test_precompute_text_matches_the_encoder():

@@ -13,7 +13,7 @@ frozen text encoder once over all captions.
 import keras
 import numpy as np
 
-__all__ = ["VideoBatches", "precompute_text", "TEXT_KEYS"]
+__all__ = ["VideoBatches", "precompute_text", "to_tf_dataset", "TEXT_KEYS"]
 
 TEXT_KEYS = ("text_embeddings", "text_mask", "pooled_text")
 
@@ -119,3 +119,24 @@ class VideoBatches(keras.utils.PyDataset):
     def on_epoch_end(self):
         if self.shuffle:
             self.order = self.rng.permutation(self.count)
+
+
+def to_tf_dataset(data, batch_size=32, tokenizer=None, keys=None, shuffle=True, drop_remainder=False, seed=0):
+    """The same batches as :class:`VideoBatches`, as a ``tf.data.Dataset`` (``fit`` accepts it on every backend).
+
+    Arguments as in :class:`VideoBatches`; captions are tokenized once up front.
+    The dataset reshuffles every epoch (``reshuffle_each_iteration``) and
+    prefetches.
+
+    Example:
+        >>> data = kv.data.moving_mnist(2000, frame_size=16)
+        >>> model.fit(to_tf_dataset(data, 32, tokenizer=model.text_encoder.tokenizer), epochs=10)
+    """
+    import tensorflow as tf
+
+    batches = VideoBatches(data, batch_size=batch_size, tokenizer=tokenizer, keys=keys, shuffle=False,
+                           drop_remainder=drop_remainder)
+    dataset = tf.data.Dataset.from_tensor_slices(dict(batches.data))
+    if shuffle:
+        dataset = dataset.shuffle(batches.count, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batches.batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -124,14 +124,12 @@ def test_pseudo3d_resblock_starts_as_the_image_block_per_frame(video, emb):
 
 
 def test_downsample_and_upsample_shapes(video):
-    assert tuple(Downsample()(video).shape) == (B, F, H // 2, W // 2, C)
-    assert tuple(Downsample(filters=6, temporal=True)(video).shape) == (B, 2, H // 2, W // 2, 6)
-    assert tuple(Downsample(spatial=False, temporal=True)(video).shape) == (B, 2, H, W, C)
-    assert tuple(Upsample()(video).shape) == (B, F, 2 * H, 2 * W, C)
-    assert tuple(Upsample(filters=6, temporal=True)(video).shape) == (B, 2 * F, 2 * H, 2 * W, 6)
-    assert tuple(Downsample(temporal=True)(video[:, 0]).shape) == (B, H // 2, W // 2, C)  # images: spatial only
-    for layer in (Downsample(temporal=True), Upsample(temporal=True)):
-        assert tuple(layer(video).shape) == layer.compute_output_shape(video.shape)
+    down, up = Downsample(filters=6, temporal=True), Upsample(filters=6, temporal=True)
+    assert tuple(down(video).shape) == (B, 2, H // 2, W // 2, 6) == down.compute_output_shape(video.shape)
+    assert tuple(up(video).shape) == (B, 2 * F, 2 * H, 2 * W, 6) == up.compute_output_shape(video.shape)
+    assert tuple(down(video[:, 0]).shape) == (B, H // 2, W // 2, 6)  # images: spatial only
+    assert Downsample().compute_output_shape(video.shape) == (B, F, H // 2, W // 2, C)
+    assert Upsample().compute_output_shape(video.shape) == (B, F, 2 * H, 2 * W, C)
     with pytest.raises(ValueError, match="spatial"):
         Downsample(spatial=False, temporal=False)
 

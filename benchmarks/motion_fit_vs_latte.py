@@ -46,7 +46,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "m
 FRAMES, SIZE, TEXT_DIM = 10, 16, 32
 
 
-def backbones():
+def backbones(local_layers=0):
     """The two tiny text-to-video backbones (16x16x1 pixels, 10 frames, patch 4: 4x4 tokens a frame).
 
     Sized to about the same parameter count. SnapVideo: 4 groups = 2x2 regions of 2x2 patches x 10 frames
@@ -58,7 +58,7 @@ def backbones():
         "SnapVideo": lambda: SnapVideo(
             **common, patch_dim=64, latent_dim=96, num_blocks=2, num_latent_layers=2, num_groups=4,
             latents_per_group=16, num_heads=4, patch_num_heads=4, num_registers=4, text_layers=1,
-            self_conditioning=True,
+            self_conditioning=True, num_local_layers=local_layers,
         ),
         "Latte": lambda: Latte(**common, hidden_dim=96, num_layers=4, num_heads=4, variant=1, text_placement="v1"),
     }
@@ -185,6 +185,8 @@ def main():
     parser.add_argument("--prediction", default="epsilon", choices=("epsilon", "v", "x0"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="SnapVideo,Latte")
+    parser.add_argument("--snapvideo-local-layers", type=int, default=0,
+                        help="FiT's local layers (self-attention within each group) per SnapVideo block")
     parser.add_argument("--results", default=RESULTS)
     args = parser.parse_args()
 
@@ -199,7 +201,7 @@ def main():
     results = {
         "backend": keras.backend.backend(),
         "config": dict(steps=args.steps, batch_size=args.batch_size, train_videos=args.train_videos,
-                       prediction=args.prediction,
+                       prediction=args.prediction, snapvideo_local_layers=args.snapvideo_local_layers,
                        learning_rate=args.learning_rate, samples=args.samples, sampling_steps=args.sampling_steps,
                        guidance=args.guidance, seed=args.seed),
         "real": {
@@ -211,7 +213,7 @@ def main():
             "accuracy_motion": real_accuracy["motion"],
         },
     }
-    builders = backbones()
+    builders = backbones(args.snapvideo_local_layers)
     for name in args.models.split(","):
         results[name] = run(name, builders[name], data, args, eval_digits, eval_motions, classifier)
         print(name, json.dumps({k: v for k, v in results[name].items() if k != "epoch_losses"}), flush=True)

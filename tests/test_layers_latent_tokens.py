@@ -26,9 +26,9 @@ def _randomise(layer, seed=0, scale=0.3):
         w.assign(scale * rng.standard_normal(w.shape).astype("float32"))
 
 
-def _block(num_latent_layers=1, use_adaln=False, seed=0):
+def _block(num_latent_layers=1, use_adaln=False, seed=0, num_local_layers=0):
     block = LatentReadWriteBlock(DX, DL, L, HEADS, patch_num_heads=2, num_latent_layers=num_latent_layers,
-                                 use_adaln=use_adaln)
+                                 use_adaln=use_adaln, num_local_layers=num_local_layers)
     block.build((B, G, P, DX), (B, G * L, DL), (B, M, DL), (B, M), (B, DL) if use_adaln else None)
     _randomise(block, seed)
     return block
@@ -110,7 +110,7 @@ def test_a_block_mixes_groups_only_through_the_global_latent_layers():
     changed[:, 1] += 2.0 * np.random.default_rng(7).standard_normal(changed[:, 1].shape)
     others = [0, 2, 3]
     for layers in (0, 1):
-        block = _block(num_latent_layers=layers)
+        block = _block(num_latent_layers=layers, num_local_layers=1 - layers)  # FiT's local layers stay in-group
         x, z = (to_numpy(t) for t in block(patches, latents, cond, mask))
         x2, z2 = (to_numpy(t) for t in block(changed, latents, cond, mask))
         assert x.shape == (B, G, P, DX) and z.shape == (B, G * L, DL)
@@ -246,7 +246,7 @@ def test_condition_tokens_masks_and_pooled_condition():
 
 
 def test_block_config_round_trip_and_bad_arguments():
-    block = _block(num_latent_layers=1, use_adaln=True)
+    block = _block(num_latent_layers=1, use_adaln=True, num_local_layers=1)
     clone = LatentReadWriteBlock.from_config(block.get_config())
     clone.build((B, G, P, DX), (B, G * L, DL), (B, M, DL), (B, M), (B, DL))
     clone.set_weights(block.get_weights())
@@ -266,6 +266,7 @@ def test_block_config_round_trip_and_bad_arguments():
         (dict(latent_dim=30), "num_heads"),
         (dict(patch_dim=15), "patch_num_heads"),
         (dict(num_latent_layers=-1), "num_latent_layers"),
+        (dict(num_local_layers=-1), "num_local_layers"),
         (dict(latents_per_group=0), "latents_per_group"),
     ):
         config = dict(patch_dim=DX, latent_dim=DL, latents_per_group=L, num_heads=HEADS, patch_num_heads=2)

@@ -126,7 +126,8 @@ def test_groups_stay_apart_without_the_global_latent_layers():
     # 8x8 frames, patch 2, 2x2 groups: group 0 is the top-left 4x4 pixels of every frame.
     inputs = None
     for layers in (0, 1):
-        model = SnapVideo(**dict(TINY, num_latent_layers=layers))
+        # FiT's local layers (self-attention within each group) keep the groups apart too.
+        model = SnapVideo(**dict(TINY, num_latent_layers=layers, num_local_layers=1 - layers))
         randomise(model)
         inputs = model_inputs(model, seed=1, previous="random")
         out, lat = outputs(model, inputs)
@@ -223,7 +224,8 @@ def latent_token_parameters(config, tubelet_size=1, num_latents=None):
              + norm(dl, not adaln) + mlp(dl) + modulation  # condition MLP
              + norm(dl) + norm(dx) + attention(dl, dx, dl, dl) + norm(dl) + mlp(dl)  # read
              + k * (2 * norm(dl, not adaln) + attention(dl, dl, dl, dl) + mlp(dl) + 2 * modulation)  # process
-             + norm(dx) + norm(dl) + attention(dx, dl, dx, dx) + norm(dx) + mlp(dx))  # write
+             + norm(dx) + norm(dl) + attention(dx, dl, dx, dx) + norm(dx) + mlp(dx)  # write
+             + c.get("num_local_layers", 0) * (2 * norm(dx) + attention(dx, dx, dx, dx) + mlp(dx)))  # local
     out_channels = ch * (2 if c["learn_sigma"] else 1)
     p = c["patch_size"]
     total = dense(tubelet_size * p * p * ch, dx) + c["num_blocks"] * block
@@ -255,7 +257,8 @@ def test_presets_parameter_counts_and_bad_arguments():
     assert registry.get_preset("snapvideo_thesis_groups49")["config"]["num_groups"] == 49
     assert registry.get_preset("snapvideo_thesis_v2")["config"]["adaln"] is True
     for config in (TINY, dict(TINY, **TEXT, adaln=True), dict(TINY, conditioning=None, num_classes=None,
-                                                               self_conditioning=False, learn_sigma=True)):
+                                                               self_conditioning=False, learn_sigma=True,
+                                                               num_local_layers=2)):
         model = SnapVideo(**config)
         assert model.count_params() == latent_token_parameters(config)
     unconditional = SnapVideo(**dict(TINY, conditioning=None, num_classes=None, self_conditioning=False))
@@ -267,6 +270,7 @@ def test_presets_parameter_counts_and_bad_arguments():
         (dict(num_groups=(3, 1)), "num_groups"),
         (dict(latents_per_group=0), "latents_per_group"),
         (dict(num_latent_layers=-1), "num_latent_layers"),
+        (dict(num_local_layers=-1), "num_local_layers"),
         (dict(latent_dim=30), "num_heads"),
         (dict(patch_dim=18), "patch_dim|hidden_dim"),
         (dict(patch_size=3), "patch_size"),

@@ -9,6 +9,7 @@ cross-attention. Shape story of one :class:`LatentReadWriteBlock`::
     latents (B, G*L, Dl)    L latents per group, flattened in group order
     cond    (B, M, Dc)      timestep token + text tokens + text registers
 
+    0 local      patches (B*G, P, Dx)  l x [+= SelfAttn(LN); += MLP] within each group (FiT; l = 0 by default)
     1 condition  latents (B, G*L, Dl)  += CrossAttn(LN(latents), LN(cond), cond_mask); += MLP
     2 read       latents (B*G, L, Dl)  += CrossAttn(LN(latents), LN(patches of the group)); += MLP
     3 process    latents (B, G*L, Dl)  k x [+= SelfAttn(LN); += MLP]       (global over groups)
@@ -17,9 +18,9 @@ cross-attention. Shape story of one :class:`LatentReadWriteBlock`::
 Every step is a pre-norm residual, so the write step *adds* to the patch
 tokens (the thesis' pseudocode overwrote them), and every attention keeps the
 batch axis apart (the thesis' first text cross-attention mixed the prompts of
-a batch). Steps 2 and 4 fold the groups into the batch axis, so a group's
-patches only reach its own latents and are only written from them; only the
-global step 3 mixes groups. With ``use_adaln`` (SnapVideo v2) the MLP after
+a batch). Steps 0, 2 and 4 fold the groups into the batch axis, so a group's
+patches only see each other and their own latents and are only written from
+them; only the global step 3 mixes groups. With ``use_adaln`` (SnapVideo v2) the MLP after
 step 1 and the sub-layers of step 3 are modulated by a pooled condition,
 ``x + gate * f(LN(x) * (1 + scale) + shift)``, adaLN-Zero initialised.
 
@@ -467,6 +468,9 @@ class LatentReadWriteBlock(keras.layers.Layer):
             defaults to ``num_heads``.
         num_latent_layers: global latent self-attention + MLP layers ``k`` (thesis: 4).
             0 keeps every group fully separate (used to test group isolation).
+        num_local_layers: FiT's local layers: self-attention + MLP among the patch tokens of each
+            group (groups folded into the batch), before the read step. The thesis' SnapVideo has
+            none (default 0).
         mlp_ratio: MLP expansion.
         condition_attention: run step 1 (latents read the condition tokens).
         use_adaln: SnapVideo v2 adaLN-Zero on the pooled condition in the condition MLP and the
@@ -495,6 +499,7 @@ class LatentReadWriteBlock(keras.layers.Layer):
         num_latent_layers=4,
         mlp_ratio=4.0,
         condition_attention=True,
+        num_local_layers=0,
         use_adaln=False,
         **kwargs,
     ):
@@ -505,6 +510,8 @@ class LatentReadWriteBlock(keras.layers.Layer):
         patch_num_heads = patch_num_heads or num_heads
         if not isinstance(num_latent_layers, int) or num_latent_layers < 0:
             raise ValueError(f"`num_latent_layers` must be an integer >= 0, got {num_latent_layers!r}.")
+        if not isinstance(num_local_layers, int) or isinstance(num_local_layers, bool) or num_local_layers < 0:
+            raise ValueError(f"`num_local_layers` must be an integer >= 0, got {num_local_layers!r}.")
         if latent_dim % num_heads:
             raise ValueError(f"`latent_dim`={latent_dim} must be divisible by `num_heads`={num_heads}.")
         if patch_dim % patch_num_heads:
@@ -518,6 +525,7 @@ class LatentReadWriteBlock(keras.layers.Layer):
         self.mlp_ratio = mlp_ratio
         self.condition_attention = condition_attention
         self.use_adaln = use_adaln
+        self.num_local_layers = num_local_layers
 
         policy = self.dtype_policy
         head = latent_dim // num_heads
@@ -537,6 +545,11 @@ class LatentReadWriteBlock(keras.layers.Layer):
                 "condition_cross", attention("condition", num_heads, head), context_norm=True
             )
             self.condition_mlp = residual("condition_ff", mlp("condition", latent_dim), adaln=use_adaln)
+        self.local_attentions = [
+            residual(f"local_self_{i}", attention(f"local_{i}", patch_num_heads, patch_head))
+            for i in range(num_local_layers)
+        ]
+        self.local_mlps = [residual(f"local_ff_{i}", mlp(f"local_{i}", patch_dim)) for i in range(num_local_layers)]
         self.read_cross = residual("read_cross", attention("read", num_heads, head), context_norm=True)
         self.read_mlp = residual("read_ff", mlp("read", latent_dim))
         self.latent_attentions = [
@@ -560,6 +573,9 @@ class LatentReadWriteBlock(keras.layers.Layer):
         if self.condition_attention:
             self.condition_cross.build(latent_shape, pooled, condition_tokens_shape or latent_shape)
             self.condition_mlp.build(latent_shape, pooled)
+        for attention, mlp in zip(self.local_attentions, self.local_mlps):
+            attention.build(patch_shape)
+            mlp.build(patch_shape)
         self.read_cross.build(latent_shape, pooled, patch_shape)
         self.read_mlp.build(latent_shape, pooled)
         for attention, mlp in zip(self.latent_attentions, self.latent_mlps):
@@ -568,6 +584,19 @@ class LatentReadWriteBlock(keras.layers.Layer):
         self.write_cross.build(patch_shape, pooled, latent_shape)
         self.write_mlp.build(patch_shape, pooled)
         self.built = True
+
+    def local(self, patches):
+        """FiT's local layers: self-attention among each group's patch tokens only.
+
+        ``patches (B, G, P, Dx)`` -> ``(B, G, P, Dx)``; the identity when ``num_local_layers=0``.
+        """
+        if not self.local_attentions:
+            return patches
+        groups, tokens = patches.shape[1], patches.shape[2]
+        x = ops.reshape(patches, (-1, tokens, self.patch_dim))
+        for attention, mlp in zip(self.local_attentions, self.local_mlps):
+            x = mlp(attention(x))
+        return ops.reshape(x, (-1, groups, tokens, self.patch_dim))
 
     def read(self, patches, latents):
         """Step 2: every group's latents read that group's patch tokens (groups folded into the batch).
@@ -608,6 +637,7 @@ class LatentReadWriteBlock(keras.layers.Layer):
                 raise ValueError("This block was built with `condition_attention=True`: pass `condition_tokens`.")
             latents = self.condition_cross(latents, context=condition_tokens, context_mask=condition_mask)
             latents = self.condition_mlp(latents, c)
+        patches = self.local(patches)
         latents = self.read(patches, latents)
         for attention, mlp in zip(self.latent_attentions, self.latent_mlps):
             latents = mlp(attention(latents, c), c)
@@ -628,6 +658,7 @@ class LatentReadWriteBlock(keras.layers.Layer):
             mlp_ratio=self.mlp_ratio,
             condition_attention=self.condition_attention,
             use_adaln=self.use_adaln,
+            num_local_layers=self.num_local_layers,
         )
         return config
 

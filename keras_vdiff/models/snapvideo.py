@@ -79,6 +79,7 @@ def build_latent_token_network(
     learn_sigma,
     class_dropout_prob,
     dtype,
+    num_local_layers=0,
 ):
     """Create the layers of a latent-token backbone on ``model`` and return its ``(inputs, outputs)``.
 
@@ -93,6 +94,7 @@ def build_latent_token_network(
     checked_int(num_heads, "num_heads")
     checked_int(latents_per_group, "latents_per_group" if groups != (1, 1) else "num_latents")
     checked_int(num_latent_layers, "num_latent_layers", minimum=0)
+    checked_int(num_local_layers, "num_local_layers", minimum=0)
     checked_int(num_registers, "num_registers", minimum=0)
     checked_int(text_layers, "text_layers", minimum=0)
     if latent_dim % num_heads:
@@ -121,8 +123,8 @@ def build_latent_token_network(
     model.blocks = [
         LatentReadWriteBlock(
             patch_dim, latent_dim, latents_per_group, num_heads, patch_num_heads=patch_num_heads,
-            num_latent_layers=num_latent_layers, mlp_ratio=mlp_ratio, use_adaln=adaln, name=f"block_{i}",
-            dtype=dtype,
+            num_latent_layers=num_latent_layers, mlp_ratio=mlp_ratio, use_adaln=adaln,
+            num_local_layers=num_local_layers, name=f"block_{i}", dtype=dtype,
         )
         for i in range(num_blocks)
     ]
@@ -227,6 +229,8 @@ class SnapVideo(LatentTokenBackbone):
         text_layers: self-attention layers over text + registers (thesis: 2).
         self_conditioning: latent self-conditioning (input ``previous_latents``,
             output dict with ``latents``).
+        num_local_layers: FiT's local layers per block: self-attention among the
+            patch tokens of each group before the read step (the thesis has none: 0).
         learn_sigma: also output the improved-DDPM variance channels (thesis: yes).
         class_dropout_prob: in-model label dropping (keep 0 with ``VideoDiffusion``).
         dtype: dtype policy.
@@ -251,6 +255,7 @@ class SnapVideo(LatentTokenBackbone):
         "patch_size", "patch_dim", "latent_dim", "num_blocks", "num_latent_layers", "num_groups",
         "latents_per_group", "num_heads", "patch_num_heads", "mlp_ratio", "conditioning", "num_classes", "text_dim",
         "adaln", "num_registers", "text_layers", "self_conditioning", "learn_sigma", "class_dropout_prob",
+        "num_local_layers",
     )
 
     def __init__(
@@ -275,6 +280,7 @@ class SnapVideo(LatentTokenBackbone):
         self_conditioning=True,
         learn_sigma=True,
         class_dropout_prob=0.0,
+        num_local_layers=0,
         dtype=None,
         **kwargs,
     ):
@@ -283,6 +289,7 @@ class SnapVideo(LatentTokenBackbone):
             self, input_shape, patch_size, 1, patch_dim, latent_dim, num_blocks, num_latent_layers, num_groups,
             latents_per_group, num_heads, patch_num_heads, mlp_ratio, conditioning, num_classes, text_dim, adaln,
             num_registers, text_layers, self_conditioning, learn_sigma, class_dropout_prob, dtype,
+            num_local_layers=num_local_layers,
         )
         arguments = dict(locals())
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)

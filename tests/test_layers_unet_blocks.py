@@ -212,7 +212,7 @@ def temporal_attention_reference(layer, x):
     wo, bo = layer.output_projection.get_weights()
     branch = (out @ wo + bo).reshape(b, h, w, f, c).transpose(0, 3, 1, 2, 4)
     if layer.learned_mix:
-        alpha = 1.0 / (1.0 + np.exp(-float(to_numpy(layer.mix_logit))))
+        alpha = 1.0 / (1.0 + np.exp(-float(to_numpy(layer.mix.mix_logit))))
         return alpha * x + (1 - alpha) * (x + branch)
     return x + branch
 

@@ -323,7 +323,8 @@ class TemporalMix(keras.layers.Layer):
         if temporal_mask is not None:
             gate = per_sample_gate(temporal_mask, spatial)
             alpha = 1.0 - gate * (1.0 - alpha)
-        return alpha * spatial + (1.0 - alpha) * temporal
+        # = alpha * spatial + (1 - alpha) * temporal, exact where the two agree (an identity temporal layer)
+        return temporal + alpha * (spatial - temporal)
 
     def compute_output_shape(self, spatial_shape, temporal_shape=None, temporal_mask_shape=None):
         return tuple(spatial_shape)

@@ -31,6 +31,7 @@ from keras import ops
 from keras_vdiff.layers.attention import Attention
 from keras_vdiff.layers.convolution import (
     PseudoConv3D,
+    TemporalMix,
     _from_temporal_sequences,
     _positive_int,
     _temporal_sequences,
@@ -506,16 +507,16 @@ class TemporalAttention(keras.layers.Layer):
             self.bias_table = self.add_weight(
                 name="relative_position_bias", shape=(self.num_buckets, self.num_heads), initializer="zeros"
             )
+        self.mix = None
         if self.learned_mix:
-            self.mix_logit = self.add_weight(
-                name="mix_logit", shape=(), initializer=keras.initializers.Constant(self.mix_init)
-            )
+            self.mix = TemporalMix(self.mix_init, name="mix", dtype=self.dtype_policy)
+            self.mix.build(x_shape)
         self.built = True
 
     @property
     def alpha(self):
         """Video-LDM's spatial weight ``sigmoid(mix_logit)`` (learned_mix only)."""
-        return ops.sigmoid(self.mix_logit)
+        return self.mix.alpha
 
     def position_bias(self, num_frames):
         """``(1, heads, F, F)`` float32 relative position bias, or None."""
@@ -547,9 +548,8 @@ class TemporalAttention(keras.layers.Layer):
         out = ops.dot_product_attention(q, k, v, bias=bias)
         out = self.output_projection(ops.reshape(out, (-1, frames, self.num_heads * self.inner_head_dim)))
         branch = _from_temporal_sequences(out, height, width)
-        if self.learned_mix:
-            # alpha * z + (1 - alpha) * (z + branch)
-            return x + (1.0 - ops.cast(self.alpha, x.dtype)) * branch
+        if self.mix is not None:  # alpha * z + (1 - alpha) * z', z' = z + branch
+            return self.mix(x, x + branch)
         return x + branch
 
     def compute_output_shape(self, x_shape, temporal_mask_shape=None):

@@ -80,7 +80,8 @@ def run_model(name, args, data, real_videos):
     result = training.train(model, data, steps=args.steps, max_seconds=None if args.minutes is None else 60 * args.minutes,
                             batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed, verbose=0)
     train_seconds = time.perf_counter() - start
-    scores = training.evaluate_moving_mnist(model, samples_per_caption=args.samples_per_caption, steps=args.sample_steps,
+    scores = training.evaluate_moving_mnist(model, samples_per_caption=args.samples_per_caption, sampler=args.sampler,
+                                            steps=args.sample_steps,
                                             guidance_scale=args.guidance, seed=args.seed + 1, real_videos=real_videos,
                                             progress=False)
     accuracy = scores["conditional_accuracy"]
@@ -99,7 +100,7 @@ def markdown(rows, args):
     lines = [
         f"Backend {args.backend}; {args.frames} frames of {args.size}x{args.size}; batch {args.batch_size}, "
         f"AdamW {args.learning_rate:g}; budget: " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} min")
-        + f"; DDIM {args.sample_steps} steps, guidance {args.guidance:g}, {30 * args.samples_per_caption} samples.",
+        + f"; {args.sampler} {args.sample_steps} steps, guidance {args.guidance:g}, {30 * args.samples_per_caption} samples.",
         "",
         "| model | params | steps | train s | loss | cond. acc. | digit | motion | Frechet (clf) | motion ratio | videos/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -125,7 +126,8 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--num-videos", type=int, default=6000)
     parser.add_argument("--samples-per-caption", type=int, default=2)
-    parser.add_argument("--sample-steps", type=int, default=50)
+    parser.add_argument("--sampler", default="ddpm", help="sampler of the evaluation (see the sampler study)")
+    parser.add_argument("--sample-steps", type=int, default=250)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "thesis_experiment.json"))

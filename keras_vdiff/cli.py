@@ -34,8 +34,10 @@ def _positive_float(text):
     return value
 
 
-def _add_sampling_options(parser, default_steps=50):
-    parser.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="sampler (default: ddim)")
+def _add_sampling_options(parser, default_steps=250):
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
+                        help="sampler (default: ddpm; on the small MovingMNIST models ancestral DDPM with many "
+                             "steps scores far better than DDIM with few, see benchmarks/RESULTS.md)")
     parser.add_argument("--steps", type=_positive_int, default=default_steps,
                         help=f"sampler steps (default: {default_steps})")
     parser.add_argument("--guidance", type=float, default=3.0,
@@ -210,8 +212,7 @@ def cmd_train(args):
         from keras_vdiff.data.moving_mnist import MOTIONS, caption
 
         prompts = [caption(d % 10, d % len(MOTIONS)) for d in range(args.samples)]
-        videos = model.generate(prompts=prompts, steps=50, sampler="ddim", guidance_scale=3.0, seed=args.seed,
-                                thresholding="static")
+        videos = model.generate(prompts=prompts, seed=args.seed, **training.RECOMMENDED_SAMPLING)
         paths = training.write_samples(videos, [training.slug(p) for p in prompts],
                                        os.path.join(args.output_dir, "samples"))
         print("Samples: " + ", ".join(paths))

@@ -7,7 +7,7 @@ Steps, each printed as it runs:
 2. train the tiny Latte + word-level text encoder of
    ``keras_vdiff.training.TINY_MOVING_MNIST`` with ``model.fit`` for a
    wall-clock budget (default 8 minutes);
-3. sample one video per motion (DDIM, classifier-free guidance) and write
+3. sample one video per motion (DDPM, classifier-free guidance) and write
    GIFs, a contact sheet and the loss curve under ``--output-dir``;
 4. score 30 samples (one per caption) with the shipped MovingMNIST
    classifier: conditional accuracy (digit and motion right);
@@ -64,10 +64,9 @@ def main(argv=None):
     print(f"      {result['steps']} steps at {result['steps_per_second']:.2f} steps/s; "
           f"loss {np.mean(result['losses'][:20]):.3f} -> {np.mean(result['losses'][-50:]):.3f}", flush=True)
 
-    print("[3/5] sampling one video per motion (DDIM 50 steps, guidance 3) ...", flush=True)
+    print("[3/5] sampling one video per motion (DDPM 250 steps, guidance 3) ...", flush=True)
     prompts = [caption(digit, motion) for digit, motion in zip((3, 7, 5), range(len(MOTIONS)))]
-    videos = model.generate(prompts=prompts, steps=50, sampler="ddim", guidance_scale=3.0, seed=args.seed,
-                            thresholding="static")
+    videos = model.generate(prompts=prompts, seed=args.seed, **training.RECOMMENDED_SAMPLING)
     gifs = training.write_samples(videos, [training.slug(p) for p in prompts], os.path.join(out, "samples"))
     sheet = training.contact_sheet(videos, os.path.join(out, "samples", "contact_sheet.png"), scale=4,
                                    labels=prompts)
@@ -83,8 +82,7 @@ def main(argv=None):
     if not args.skip_preset and preset in presets.list() and presets.get_preset(preset)["weights"]:
         print(f"[5/5] sampling the shipped trained preset {preset} ...", flush=True)
         trained = VideoDiffusion.from_preset(preset)
-        preset_videos = trained.generate(prompts=prompts, steps=50, sampler="ddim", guidance_scale=3.0,
-                                         seed=args.seed, thresholding="static")
+        preset_videos = trained.generate(prompts=prompts, seed=args.seed, **training.RECOMMENDED_SAMPLING)
         gifs += training.write_samples(preset_videos, [f"preset_{training.slug(p)}" for p in prompts],
                                        os.path.join(out, "samples"))
         preset_scores = training.evaluate_moving_mnist(trained, samples_per_caption=1, seed=args.seed + 1,

@@ -466,13 +466,23 @@ class VideoDiffusion(keras.Model):
         return cls(**config)
 
     # --- presets ------------------------------------------------------------------------------
-    def save_to_preset(self, preset_dir):
+    def save_to_preset(self, preset_dir, include_optimizer=True):
         """Write the whole pipeline (config + weights) to ``preset_dir``, atomically.
 
         The directory is written under a temporary name next to it and renamed,
         so an interrupted save never leaves a half-written preset. An existing
         directory is replaced.
+
+        Args:
+            preset_dir: the directory to write.
+            include_optimizer: keep the compile config and the optimizer state
+                (AdamW moments, EMA) so ``from_preset`` resumes training exactly;
+                ``False`` writes only the model (a preset to ship, ~4x smaller).
         """
+        if not include_optimizer and getattr(self, "optimizer", None) is not None:
+            bare = type(self).from_config(self.get_config())
+            bare.set_weights(self.get_weights())
+            return bare.save_to_preset(preset_dir)
         preset_dir = os.path.abspath(preset_dir)
         parent = os.path.dirname(preset_dir)
         os.makedirs(parent, exist_ok=True)

@@ -27,6 +27,13 @@ def test_train_runs_the_step_budget_records_per_step_losses_and_checkpoints(tmp_
     restored = VideoDiffusion.from_preset(str(tmp_path / "ckpt"))
     kwargs = dict(prompts=[training.all_captions()[4]], steps=2, guidance_scale=2.0, seed=3, compile=False)
     np.testing.assert_array_equal(model.generate(**kwargs), restored.generate(**kwargs))
+    # A checkpoint keeps the optimizer (exact resume); a preset to ship drops it.
+    assert restored.optimizer is not None and len(restored.optimizer.variables) > 0
+    model.save_to_preset(str(tmp_path / "ship"), include_optimizer=False)
+    shipped = VideoDiffusion.from_preset(str(tmp_path / "ship"))
+    assert getattr(shipped, "optimizer", None) is None
+    assert os.path.getsize(tmp_path / "ship" / "model.weights.h5") < os.path.getsize(tmp_path / "ckpt" / "model.weights.h5")
+    np.testing.assert_array_equal(shipped.generate(**kwargs), restored.generate(**kwargs))
 
 
 def test_step_losses_undo_the_running_mean():

@@ -127,7 +127,7 @@ def main(argv=None):
     parser.add_argument("--num-videos", type=int, default=6000)
     parser.add_argument("--samples-per-caption", type=int, default=2)
     parser.add_argument("--sampler", default="ddpm", help="sampler of the evaluation (see the sampler study)")
-    parser.add_argument("--sample-steps", type=int, default=250)
+    parser.add_argument("--sample-steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "thesis_experiment.json"))

@@ -19,7 +19,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     model = kv.VideoDiffusion.from_preset(args.preset)
     scores = training.evaluate_moving_mnist(model, samples_per_caption=1 if args.smoke else args.samples_per_caption,
-                                            steps=4 if args.smoke else 250, sampler="ddpm", guidance_scale=3.0)
+                                            steps=4 if args.smoke else 50, sampler="ddpm", guidance_scale=3.0)
     accuracy = scores["conditional_accuracy"]
     print(f"conditional accuracy {100 * accuracy['overall']:.1f}% (digit {100 * accuracy['digit']:.1f}%, "
           f"motion {100 * accuracy['motion']:.1f}%), Frechet {scores['frechet_distance']:.2f}, "

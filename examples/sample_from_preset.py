@@ -17,7 +17,7 @@ def main(argv=None):
     parser.add_argument("--preset", default="latte_tiny_moving_mnist")
     parser.add_argument("--prompt", action="append", default=None)
     parser.add_argument("--sampler", default="ddpm")
-    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--output-dir", default="samples")
     parser.add_argument("--smoke", action="store_true", help="4 sampler steps (for tests)")

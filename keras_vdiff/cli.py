@@ -34,7 +34,7 @@ def _positive_float(text):
     return value
 
 
-def _add_sampling_options(parser, default_steps=250):
+def _add_sampling_options(parser, default_steps=50):
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
                         help="sampler (default: ddpm; on the small MovingMNIST models ancestral DDPM with many "
                              "steps scores far better than DDIM with few, see benchmarks/RESULTS.md)")

@@ -64,7 +64,7 @@ def main(argv=None):
     print(f"      {result['steps']} steps at {result['steps_per_second']:.2f} steps/s; "
           f"loss {np.mean(result['losses'][:20]):.3f} -> {np.mean(result['losses'][-50:]):.3f}", flush=True)
 
-    print("[3/5] sampling one video per motion (DDPM 250 steps, guidance 3) ...", flush=True)
+    print("[3/5] sampling one video per motion (DDPM 50 steps, guidance 3) ...", flush=True)
     prompts = [caption(digit, motion) for digit, motion in zip((3, 7, 5), range(len(MOTIONS)))]
     videos = model.generate(prompts=prompts, seed=args.seed, **training.RECOMMENDED_SAMPLING)
     gifs = training.write_samples(videos, [training.slug(p) for p in prompts], os.path.join(out, "samples"))

@@ -63,7 +63,7 @@ TINY_MOVING_MNIST = dict(
 # How to sample the tiny MovingMNIST models: measured on `latte_tiny_moving_mnist`
 # (benchmarks/RESULTS.md, sampler study), ancestral DDPM sampling with many steps is far more
 # forgiving of a small, briefly trained model than deterministic DDIM with few steps.
-RECOMMENDED_SAMPLING = dict(sampler="ddpm", steps=250, guidance_scale=3.0, thresholding="static")
+RECOMMENDED_SAMPLING = dict(sampler="ddpm", steps=50, guidance_scale=3.0, thresholding="static")
 
 
 def moving_mnist_text_to_video(frame_size=None, num_frames=None, backbone=None, text_encoder=None, process=None,
@@ -343,7 +343,7 @@ def generate_in_batches(model, prompts, batch_size=30, progress=True, **generate
     return np.concatenate(videos, axis=0)
 
 
-def evaluate_moving_mnist(model, samples_per_caption=4, sampler="ddpm", steps=250, guidance_scale=3.0, seed=0,
+def evaluate_moving_mnist(model, samples_per_caption=4, sampler="ddpm", steps=50, guidance_scale=3.0, seed=0,
                           thresholding="static", batch_size=30, real_videos=None, progress=True, **sampler_options):
     """Sample every MovingMNIST caption and score the samples.
 

@@ -132,14 +132,15 @@ def test_ddpm_matches_diffusers(kind, prediction, variance, steps, betas):
 
 
 @pytest.mark.parametrize(
-    "kind,prediction,eta,thresholding",
+    "kind,prediction,eta,thresholding,clipped",
     [
-        ("linear", "epsilon", 0.0, "static"),
-        ("cosine", "v", 0.5, "static"),
-        ("scaled_linear", "epsilon", 1.0, "dynamic"),
+        ("linear", "epsilon", 0.0, "static", True),
+        ("cosine", "v", 0.5, "static", True),
+        ("cosine", "v", 0.0, "static", False),
+        ("scaled_linear", "epsilon", 1.0, "dynamic", True),
     ],
 )
-def test_ddim_matches_diffusers(kind, prediction, eta, thresholding):
+def test_ddim_matches_diffusers(kind, prediction, eta, thresholding, clipped):
     steps = 10
     dynamic = thresholding == "dynamic"
     scheduler = DDIMScheduler(
@@ -153,8 +154,9 @@ def test_ddim_matches_diffusers(kind, prediction, eta, thresholding):
     scheduler.set_timesteps(steps)
     process = GaussianDiffusion(schedule_like(scheduler, kind), prediction=prediction)
     rule = dict(kind="dynamic", percentile=0.9, max_value=1.5) if dynamic else "static"
-    sampler = get_sampler("ddim", process, steps, eta=eta, thresholding=rule)
-    worst = run_both(scheduler, sampler, initial_noise(1), noise_seed=5, step_kwargs=dict(eta=eta))
+    sampler = get_sampler("ddim", process, steps, eta=eta, thresholding=rule, use_clipped_model_output=clipped)
+    worst = run_both(scheduler, sampler, initial_noise(1), noise_seed=5,
+                     step_kwargs=dict(eta=eta, use_clipped_model_output=clipped))
     assert worst <= TOLERANCE
 
 

@@ -77,6 +77,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-reference", action="store_true", help="do not run the diffusers reference")
     parser.add_argument("--skip-eager", action="store_true")
+    parser.add_argument("--skip-compiled", action="store_true",
+                        help="skip the compiled loop (torch.compile of the step takes minutes on a CPU)")
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "sampling_speed.jsonl"))
     args = parser.parse_args(argv)
 
@@ -90,7 +92,7 @@ def main(argv=None):
     model = build(args.config)
     params = int(model.backbone.count_params())
     rows = []
-    modes = [True] + ([] if args.skip_eager else [False])
+    modes = ([] if args.skip_compiled else [True]) + ([] if args.skip_eager else [False])
     for compile in modes:
         first, best = time_keras(model, compile, args.steps, args.batch, args.repeats)
         rows.append(dict(impl="keras_vdiff", backend=backend, mode=model.sampling_mode, config=args.config,

@@ -85,6 +85,8 @@ def main(argv=None):
         preset_videos = trained.generate(prompts=prompts, seed=args.seed, **training.RECOMMENDED_SAMPLING)
         gifs += training.write_samples(preset_videos, [f"preset_{training.slug(p)}" for p in prompts],
                                        os.path.join(out, "samples"))
+        gifs.append(training.contact_sheet(preset_videos, os.path.join(out, "samples", "contact_sheet_preset.png"),
+                                           scale=4, labels=prompts))
         preset_scores = training.evaluate_moving_mnist(trained, samples_per_caption=1, seed=args.seed + 1,
                                                        progress=False)
         preset_accuracy = preset_scores["conditional_accuracy"]

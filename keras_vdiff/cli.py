@@ -174,6 +174,9 @@ def cmd_train(args):
         if not os.path.isdir(checkpoint):
             raise SystemExit(f"error: --resume: no checkpoint at {checkpoint}")
         model = _load_pipeline(checkpoint)
+        if getattr(model, "optimizer", None) is not None:
+            # The checkpoint restores the optimizer state; the learning rate is this run's.
+            model.optimizer.learning_rate = args.learning_rate
         print(f"Resuming from {checkpoint}")
     elif args.preset is not None:
         model = _load_pipeline(args.preset)

@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -110,8 +111,10 @@ def test_cli_train_resume_and_evaluate(tmp_path, capsys):
     assert len(os.listdir(run / "samples")) == 1
     # --resume continues from the checkpoint.
     assert cli.main(["train", "--num-videos", "16", "--batch-size", "8", "--steps", "1", "--output-dir", str(run),
-                     "--resume", "--samples", "0"]) == 0
+                     "--resume", "--samples", "0", "--learning-rate", "2e-4"]) == 0
     assert "Resuming" in capsys.readouterr().out
+    resumed = VideoDiffusion.from_preset(str(run / "pipeline"))
+    assert float(keras.ops.convert_to_numpy(resumed.optimizer.learning_rate)) == pytest.approx(2e-4)
     report = tmp_path / "eval.json"
     assert cli.main(["evaluate", "--preset", str(run / "pipeline"), "--samples-per-caption", "1", "--steps", "2",
                      "--output", str(report)]) == 0

@@ -497,6 +497,9 @@ class VideoDiffusion(keras.Model):
             self.save_weights(os.path.join(staging, WEIGHTS_FILE))
             if os.path.exists(preset_dir):
                 shutil.rmtree(preset_dir)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private; a preset is an ordinary folder
             os.replace(staging, preset_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

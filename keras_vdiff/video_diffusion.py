@@ -86,7 +86,8 @@ class VideoDiffusion(keras.Model):
             needed for ``captions`` in batches and ``prompts`` in ``generate``.
         autoencoder: object with ``encode(videos) -> latents`` and
             ``decode(latents) -> videos`` (videos in [-1, 1]); training and
-            sampling then happen in its latent space.
+            sampling then happen in its latent space. It is frozen
+            (``trainable = False``): train it first, e.g. with its own ``fit``.
         condition_dropout: probability of replacing the condition by the null
             condition during training (classifier-free guidance, Ho & Salimans 2022).
         self_conditioning_prob: for self-conditioning backbones, probability that

@@ -81,10 +81,7 @@ def main(argv=None):
         lines.append(f"| {name} | {r['steps']} | {100 * r['accuracy']:.1f}% | {100 * r['digit']:.1f}% | "
                      f"{100 * r['motion']:.1f}% | {r['frechet']:.2f} | {r['motion_ratio']:.2f} | {r['seconds']:.0f} |")
     table = "\n".join(lines) + "\n"
-    markdown = os.path.splitext(args.output)[0] + ".md"
-    with open(markdown + ".tmp", "w") as file:
-        file.write(table)
-    os.replace(markdown + ".tmp", markdown)
+    training.atomic_write_text(os.path.splitext(args.output)[0] + ".md", table)
     print("\n" + table)
     return 0
 

@@ -142,7 +142,7 @@ def main(argv=None):
     import keras
 
     from keras_vdiff.data.moving_mnist import moving_mnist
-    from keras_vdiff.training import atomic_write_json
+    from keras_vdiff.training import atomic_write_json, atomic_write_text
 
     args.backend = keras.backend.backend()
     data = moving_mnist(args.num_videos, frame_size=args.size, num_frames=args.frames, seed=args.seed)
@@ -150,9 +150,7 @@ def main(argv=None):
     rows = [run_model(name, args, data, real) for name in names]
     atomic_write_json(args.output, dict(settings={k: v for k, v in vars(args).items()}, rows=rows))
     table = markdown(rows, args)
-    with open(os.path.splitext(args.output)[0] + ".md.tmp", "w") as file:
-        file.write(table)
-    os.replace(os.path.splitext(args.output)[0] + ".md.tmp", os.path.splitext(args.output)[0] + ".md")
+    atomic_write_text(os.path.splitext(args.output)[0] + ".md", table)
     print("\n" + table)
     return 0
 

@@ -271,18 +271,14 @@ def cmd_evaluate(args):
     table = conditional_accuracy_table(accuracy)
     print(table)
     if args.output:
-        from keras_vdiff.training import atomic_write_json
-
         payload = {k: v for k, v in result.items() if k not in ("videos", "digits", "motions")}
         payload["conditional_accuracy"] = {
             k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in accuracy.items()
         }
         payload["preset"] = args.preset
-        atomic_write_json(args.output, json.loads(json.dumps(payload, default=_json_default)))
+        training.atomic_write_json(args.output, json.loads(json.dumps(payload, default=_json_default)))
         markdown = os.path.splitext(args.output)[0] + ".md"
-        with open(markdown + ".tmp", "w") as file:
-            file.write("\n".join(f"- {line}" for line in lines) + "\n\n" + table + "\n")
-        os.replace(markdown + ".tmp", markdown)
+        training.atomic_write_text(markdown, "\n".join(f"- {line}" for line in lines) + "\n\n" + table + "\n")
         print(f"Wrote {args.output} and {markdown}")
     return 0
 

@@ -93,9 +93,9 @@ def moving_mnist_text_to_video(frame_size=None, num_frames=None, backbone=None, 
 
 def moving_mnist_training_data(model, num_videos, seed=0, digits_source="auto", split="train"):
     """Generated MovingMNIST matching ``model``'s frame count and size: dict of numpy arrays."""
-    frames, height, width, channels = model.backbone.latent_shape if model.autoencoder is None else (None,) * 4
-    if frames is None:
+    if model.autoencoder is not None:
         raise ValueError("moving_mnist_training_data builds pixel-space data; this model has an autoencoder.")
+    frames, height, width, channels = model.backbone.latent_shape
     if height != width or channels != 1:
         raise ValueError(f"MovingMNIST videos are square and grey; the backbone expects {(frames, height, width, channels)}.")
     return moving_mnist(num_videos, frame_size=height, num_frames=frames, seed=seed, digits_source=digits_source,
@@ -163,14 +163,19 @@ class PresetCheckpoint(keras.callbacks.Callback):
         atomic_write_json(os.path.join(self.directory, "state.json"), {"epochs": epoch + 1, "steps": steps})
 
 
-def atomic_write_json(path, payload):
-    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename."""
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
     with os.fdopen(handle, "w") as file:
-        json.dump(payload, file, indent=2)
+        file.write(text)
     os.replace(staging, path)
+
+
+def atomic_write_json(path, payload):
+    """Write ``payload`` as JSON to ``path`` atomically (see ``atomic_write_text``)."""
+    atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rate=1e-3, weight_decay=0.0,

@@ -1,9 +1,10 @@
-"""``keras-vdiff``: train, sample, evaluate and list presets from the command line.
+"""``keras-vdiff``: train, sample, evaluate, list presets and convert checkpoints from the command line.
 
     keras-vdiff presets [--kind pipeline]
     keras-vdiff train --output-dir runs/mm --max-minutes 10
     keras-vdiff sample --preset latte_tiny_moving_mnist --prompt "The digit 3 is moving up and down"
     keras-vdiff evaluate --preset runs/mm/pipeline --samples-per-caption 4
+    keras-vdiff convert --dit-checkpoint DiT-XL-2-256x256.pt --output-dir dit_xl_2_256
 
 The backend is chosen by ``KERAS_BACKEND`` (jax, tensorflow or torch) before
 the command starts. Every command explains its options with ``--help``.
@@ -131,6 +132,26 @@ def build_parser():
     evaluate.add_argument("--batch-size", type=_positive_int, default=30, help="videos per generate call")
     _add_sampling_options(evaluate)
     evaluate.add_argument("--output", default=None, help="write the results as JSON here (and a .md table)")
+
+    convert = commands.add_parser(
+        "convert", help="convert an official DiT checkpoint (PyTorch) into a DiT backbone preset",
+        description=(
+            "Convert a checkpoint of the official DiT (github.com/facebookresearch/DiT, e.g. "
+            "DiT-XL-2-256x256.pt) into a keras_vdiff DiT backbone preset directory; load it with "
+            "keras_vdiff.models.DiT.from_preset(DIR). The configuration (width, depth, patch size, image size, "
+            "classes, learned sigma) is read from the weights. Needs torch (pip install keras-vdiff[torch]) to "
+            "read the file, whatever KERAS_BACKEND is. The directory is written under a temporary name and "
+            "renamed, so a failed conversion leaves nothing behind."
+        ),
+    )
+    convert.add_argument("--dit-checkpoint", required=True, metavar="PATH.pt",
+                         help="the official DiT state dict (or a training checkpoint of the official train.py, "
+                              "whose 'ema' weights are used); read with torch.load(weights_only=True)")
+    convert.add_argument("--output-dir", required=True, metavar="DIR", help="the backbone preset directory to write")
+    convert.add_argument("--num-heads", type=_positive_int, default=None,
+                         help="attention heads, which the weights do not record (default: the paper's for its "
+                              "widths, 16 for XL and L, 12 for B, 6 for S; width / 64 otherwise)")
+    convert.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
     return parser
 
 
@@ -283,6 +304,37 @@ def cmd_evaluate(args):
     return 0
 
 
+def cmd_convert(args):
+    from keras_vdiff.models.conversion import dit_from_torch_state_dict, load_torch_state_dict
+    from keras_vdiff.presets.staging import staged_directory
+
+    if os.path.exists(args.output_dir) and not args.overwrite:
+        raise SystemExit(f"error: --output-dir {args.output_dir} exists; pass --overwrite to replace it")
+    if not os.path.isfile(args.dit_checkpoint):
+        raise SystemExit(f"error: --dit-checkpoint: no file at {args.dit_checkpoint}")
+    try:
+        state_dict = load_torch_state_dict(args.dit_checkpoint)
+    except ImportError as error:
+        raise SystemExit(f"error: {error}")
+    except ValueError as error:
+        raise SystemExit(f"error: --dit-checkpoint: {error}")
+    overrides = {} if args.num_heads is None else {"num_heads": args.num_heads}
+    try:
+        backbone = dit_from_torch_state_dict(state_dict, **overrides)
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"error: --dit-checkpoint {args.dit_checkpoint}: {error}")
+    del state_dict
+    with staged_directory(args.output_dir) as staging:
+        backbone.save_to_preset(staging)
+    config = backbone.get_config()
+    print(backbone.describe())
+    print("config: " + ", ".join(f"{k}={config[k]}" for k in (
+        "image_size", "in_channels", "patch_size", "hidden_dim", "num_layers", "num_heads", "num_classes",
+        "learn_sigma", "pos_embed_order")))
+    print(f"Backbone preset: {args.output_dir}  (keras_vdiff.models.DiT.from_preset({args.output_dir!r}))")
+    return 0
+
+
 def _json_default(value):
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
@@ -291,7 +343,8 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}
+COMMANDS = {"presets": cmd_presets, "train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate,
+            "convert": cmd_convert}
 
 
 def main(argv=None):

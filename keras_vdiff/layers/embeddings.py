@@ -46,11 +46,23 @@ def sincos_embedding_1d(positions, dim, max_period=10000.0):
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype("float32")
 
 
-def sincos_embedding_2d(grid_height, grid_width, dim, max_period=10000.0):
+SINCOS_2D_ORDERS = ("rows_first", "columns_first")
+
+
+def sincos_embedding_2d(grid_height, grid_width, dim, max_period=10000.0, order="rows_first"):
     """Sin-cos table over a ``grid_height x grid_width`` patch grid (DiT).
 
-    Half of the width encodes the row, half the column. Rows are the slow axis,
-    so the table matches tokens flattened as ``(h w)``.
+    Half of the width encodes the row, half the column. Rows are the slow axis
+    of the tokens, so the table matches tokens flattened as ``(h w)``.
+
+    Args:
+        grid_height, grid_width: patch grid size.
+        dim: table width, divisible by 4.
+        max_period: the longest wavelength.
+        order: which coordinate fills the first half of the channels:
+            ``"rows_first"`` (this project's models) or ``"columns_first"``
+            (the official DiT / MAE ``get_2d_sincos_pos_embed``, whose
+            ``meshgrid(w, h)`` puts the column coordinate first).
 
     Returns:
         float32 numpy array ``(grid_height * grid_width, dim)``.
@@ -63,9 +75,12 @@ def sincos_embedding_2d(grid_height, grid_width, dim, max_period=10000.0):
     _check_positive_int("grid_width", grid_width)
     if dim % 4:
         raise ValueError(f"`dim` must be divisible by 4 for a 2D sin-cos table, got {dim}.")
+    if order not in SINCOS_2D_ORDERS:
+        raise ValueError(f"`order` must be one of {SINCOS_2D_ORDERS}, got {order!r}.")
     rows = sincos_embedding_1d(np.repeat(np.arange(grid_height), grid_width), dim // 2, max_period)
     cols = sincos_embedding_1d(np.tile(np.arange(grid_width), grid_height), dim // 2, max_period)
-    return np.concatenate([rows, cols], axis=1)
+    halves = [rows, cols] if order == "rows_first" else [cols, rows]
+    return np.concatenate(halves, axis=1)
 
 
 def sincos_embedding_3d(frames, grid_height, grid_width, dim, temporal_dim=None, max_period=10000.0):

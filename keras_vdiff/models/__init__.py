@@ -13,3 +13,4 @@ from keras_vdiff.models.vdm_unet import VDMUNet
 from keras_vdiff.models.inflation import MakeAVideoUNet, inflate_unet
 from keras_vdiff.models.snapvideo import SnapVideo
 from keras_vdiff.models.rin import RIN
+from keras_vdiff.models.conversion import dit_from_torch_state_dict

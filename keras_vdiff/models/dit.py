@@ -14,7 +14,7 @@ interpolation, improved DDPM), as in the paper's models.
 import keras
 from keras import ops
 
-from keras_vdiff.layers.embeddings import LabelEmbedding, TimestepEmbedding, sincos_embedding_2d
+from keras_vdiff.layers.embeddings import SINCOS_2D_ORDERS, LabelEmbedding, TimestepEmbedding, sincos_embedding_2d
 from keras_vdiff.layers.modulation import FinalLayer
 from keras_vdiff.layers.patching import PatchEmbedding, Unpatchify
 from keras_vdiff.layers.transformer import DiTBlock
@@ -44,6 +44,10 @@ class DiT(VideoBackbone):
         class_dropout_prob: label drop rate inside the model during training.
             Keep 0 when training through ``VideoDiffusion``, which drops
             conditions itself (``condition_dropout``).
+        pos_embed_order: channel layout of the fixed 2D sin-cos position
+            table: ``"rows_first"`` (default, this project's layout) or
+            ``"columns_first"`` (the official DiT checkpoints' layout; set by
+            ``dit_from_torch_state_dict``). Both encode the same positions.
         dtype: dtype policy, e.g. ``"mixed_bfloat16"``.
 
     Inputs: ``{"latents": (B, H, W, C), "timesteps": (B,), "class_labels": (B,) int}``.
@@ -74,6 +78,7 @@ class DiT(VideoBackbone):
         num_classes=1000,
         learn_sigma=True,
         class_dropout_prob=0.0,
+        pos_embed_order="rows_first",
         dtype=None,
         **kwargs,
     ):
@@ -88,6 +93,8 @@ class DiT(VideoBackbone):
             raise ValueError(
                 f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads} and by 4."
             )
+        if pos_embed_order not in SINCOS_2D_ORDERS:
+            raise ValueError(f"`pos_embed_order` must be one of {SINCOS_2D_ORDERS}, got {pos_embed_order!r}.")
         out_channels = in_channels * (2 if learn_sigma else 1)
         grid = (height // patch_size, width // patch_size)
 
@@ -108,7 +115,7 @@ class DiT(VideoBackbone):
         timesteps = keras.Input(shape=(), name="timesteps")
         class_labels = keras.Input(shape=(), dtype="int32", name="class_labels")
         x = self.patch_embedding(latents)
-        x = x + ops.cast(sincos_embedding_2d(grid[0], grid[1], hidden_dim)[None], x.dtype)
+        x = x + ops.cast(sincos_embedding_2d(grid[0], grid[1], hidden_dim, order=pos_embed_order)[None], x.dtype)
         c = self.timestep_embedding(timesteps) + self.label_embedding(class_labels)
         for block in self.blocks:
             x = block(x, c)
@@ -131,6 +138,7 @@ class DiT(VideoBackbone):
         self.num_classes = num_classes
         self.learn_sigma = learn_sigma
         self.class_dropout_prob = class_dropout_prob
+        self.pos_embed_order = pos_embed_order
         self.out_channels = out_channels
         self.latent_shape = (height, width, in_channels)
 
@@ -147,6 +155,7 @@ class DiT(VideoBackbone):
             num_classes=self.num_classes,
             learn_sigma=self.learn_sigma,
             class_dropout_prob=self.class_dropout_prob,
+            pos_embed_order=self.pos_embed_order,
         )
         return config
 

@@ -23,8 +23,6 @@ the EMA weights for sampling.
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
@@ -37,6 +35,7 @@ from keras_vdiff.diffusion.guidance import combine_guidance, guidance_scales
 from keras_vdiff.diffusion.noise import mixed_video_noise
 from keras_vdiff.diffusion.samplers import get_sampler
 from keras_vdiff.presets import registry
+from keras_vdiff.presets.staging import staged_directory
 
 CONFIG_FILE = "pipeline.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -54,6 +53,19 @@ def videos_to_unit_range(videos):
     if "int" in dtype:
         return videos_float / 127.5 - 1.0
     return videos_float
+
+
+def batch_loss(per_example, sample_weight=None, extra_losses=()):
+    """The scalar training loss: per-example losses, optionally weighted, averaged, plus ``extra_losses``.
+
+    ``extra_losses`` are the model's own regularisation terms (``model.losses``).
+    """
+    if sample_weight is not None:
+        per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
+    loss = ops.mean(per_example)
+    if extra_losses:
+        loss = loss + ops.sum(extra_losses)
+    return loss
 
 
 def unit_range_to_uint8(videos):
@@ -111,6 +123,9 @@ class VideoDiffusion(keras.Model):
         >>> videos = model.generate(labels=[0, 1, 2, 3], steps=25, sampler="ddim", guidance_scale=4.0)
     """
 
+    # Whether this task fills a backbone's extra input channels (masked-frame conditioning does).
+    fills_extra_input_channels = False
+
     def __init__(
         self,
         backbone,
@@ -137,8 +152,11 @@ class VideoDiffusion(keras.Model):
                 f"The backbone has learn_sigma={backbone.learn_sigma} but the process has "
                 f"learn_sigma={self.process.learn_sigma}; they must agree (variance channels)."
             )
-        if getattr(backbone, "num_extra_input_channels", 0):
-            raise ValueError("Backbones built for masked-frame conditioning are not driven by VideoDiffusion yet.")
+        if getattr(backbone, "num_extra_input_channels", 0) and not self.fills_extra_input_channels:
+            raise ValueError(
+                "The backbone takes extra input channels (masked-frame conditioning), which VideoDiffusion "
+                "cannot fill: use keras_vdiff.diffusion.FrameConditionedDiffusion."
+            )
         self.text_encoder = text_encoder
         if autoencoder is not None and getattr(autoencoder, "trainable", False):
             # encode() stops gradients; frozen, AdamW's weight decay cannot shrink its weights either.
@@ -257,6 +275,19 @@ class VideoDiffusion(keras.Model):
             tuple(ops.shape(latents)), shared_weight=self.noise_shared_weight, seed=self.seed_generator
         )
         x_t = self.process.add_noise(latents, noise, t)
+        output = self._denoise_for_loss(x, latents, noise, x_t, t, repeats, training)
+        per_example = self.process.compute_loss(output, latents, noise, x_t, t)
+        return batch_loss(per_example, sample_weight, self.losses)
+
+    def _denoise_for_loss(self, x, latents, noise, x_t, t, repeats, training):
+        """The backbone's prediction for the noisy training latents ``x_t`` (the loss compares it to its target).
+
+        Builds the backbone inputs (timesteps, conditions with dropout) and runs
+        the self-conditioning first pass where the backbone has one. Subclasses
+        that feed the backbone more (e.g. known frames) override this hook only;
+        noising and the loss stay in ``compute_loss``.
+        """
+        batch_size = ops.shape(latents)[0]
         inputs = {"latents": x_t, "timesteps": self.process.model_timesteps(t)}
         inputs.update(self._training_conditions(x, batch_size, repeats))
         if self.backbone.self_conditioning:
@@ -266,13 +297,7 @@ class VideoDiffusion(keras.Model):
             use = ops.reshape(ops.cast(use, "float32"), (-1,) + (1,) * (len(previous.shape) - 1))
             inputs["previous_latents"] = ops.stop_gradient(ops.cast(first_latents, "float32")) * use
         output, _ = self._backbone_output(inputs, training)
-        per_example = self.process.compute_loss(output, latents, noise, x_t, t)
-        if sample_weight is not None:
-            per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        loss = ops.mean(per_example)
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
-        return loss
+        return output
 
     # --- sampling -----------------------------------------------------------------------------
     def _sampling_conditions(self, labels, prompts, text_embeddings, batch_size, use_guidance):
@@ -484,11 +509,7 @@ class VideoDiffusion(keras.Model):
             bare = type(self).from_config(self.get_config())
             bare.set_weights(self.get_weights())
             return bare.save_to_preset(preset_dir)
-        preset_dir = os.path.abspath(preset_dir)
-        parent = os.path.dirname(preset_dir)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".tmp-preset-", dir=parent)
-        try:
+        with staged_directory(preset_dir) as staging:
             with open(os.path.join(staging, CONFIG_FILE), "w") as file:
                 json.dump(
                     {"class_name": "VideoDiffusion", "config": keras.saving.serialize_keras_object(self)},
@@ -496,15 +517,6 @@ class VideoDiffusion(keras.Model):
                     indent=2,
                 )
             self.save_weights(os.path.join(staging, WEIGHTS_FILE))
-            if os.path.exists(preset_dir):
-                shutil.rmtree(preset_dir)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it private; a preset is an ordinary folder
-            os.replace(staging, preset_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
     @classmethod
     def from_preset(cls, preset, load_weights=True):

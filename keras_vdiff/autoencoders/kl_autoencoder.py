@@ -19,7 +19,7 @@ import keras
 from keras import ops
 
 from keras_vdiff.presets import registry
-from keras_vdiff.video_diffusion import videos_to_unit_range
+from keras_vdiff.video_diffusion import batch_loss, videos_to_unit_range
 
 RECONSTRUCTION_LOSSES = ("l1", "mse")
 
@@ -168,12 +168,7 @@ class KLAutoencoder(keras.Model):
         reconstruction = ops.mean(per_pixel, axis=axes)
         kl = ops.mean(gaussian_kl(y_pred["mean"], y_pred["logvar"]), axis=axes)
         per_example = reconstruction + self.kl_weight * kl
-        if sample_weight is not None:
-            per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        loss = ops.mean(per_example)
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
-        return loss
+        return batch_loss(per_example, sample_weight, self.losses)
 
     def estimate_scaling_factor(self, videos, batch_size=32):
         """``1 / std`` of the shifted posterior means of ``videos`` (Rombach et al. 2022, Sec. G).

@@ -35,7 +35,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_vdiff.diffusion.noise import mixed_video_noise
 from keras_vdiff.video_diffusion import VideoDiffusion, unit_range_to_uint8, videos_to_unit_range
 
 MASK_MODES = ("first_frame", "interpolation", "prediction", "random", "none")
@@ -198,6 +197,8 @@ class FrameConditionedDiffusion(VideoDiffusion):
         >>> videos = model.generate(known_frames=first_frames)          # images: image-to-video
     """
 
+    fills_extra_input_channels = True
+
     def __init__(self, backbone, process=None, mask_modes=("first_frame",), interpolation_stride=2,
                  num_context_frames=2, substitute_known_frames=False, **kwargs):
         if not getattr(backbone, "is_video", False):
@@ -213,12 +214,7 @@ class FrameConditionedDiffusion(VideoDiffusion):
             raise ValueError("Masked-frame conditioning does not support self-conditioning backbones.")
         if not mask_modes:
             raise ValueError(f"`mask_modes` must name at least one of {MASK_MODES}.")
-        # VideoDiffusion refuses backbones with extra input channels (it cannot fill them); this subclass does.
-        backbone.num_extra_input_channels = 0
-        try:
-            super().__init__(backbone, process, **kwargs)
-        finally:
-            backbone.num_extra_input_channels = extra
+        super().__init__(backbone, process, **kwargs)
         self.concatenate_condition = extra > 0
         self.mask_modes = tuple(mask_modes)
         self.interpolation_stride = interpolation_stride
@@ -278,22 +274,14 @@ class FrameConditionedDiffusion(VideoDiffusion):
                 conditions[key] = ops.cast(ops.reshape(x[key], (-1,)), "float32")
         return conditions
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Mean diffusion loss of a batch with a random known-frame mask per example.
+    def _denoise_for_loss(self, x, latents, noise, x_t, t, repeats, training):
+        """The prediction for ``x_t`` given a random known-frame mask per example.
 
         With ``substitute_known_frames`` the prediction at the known frames is
         replaced by its target (under stop-gradient), so only unknown frames
         contribute to the regression loss.
         """
-        if not isinstance(x, dict) or "videos" not in x:
-            raise ValueError("FrameConditionedDiffusion batches must be dicts with a `videos` entry.")
-        latents, repeats = self._training_latents(videos_to_unit_range(x["videos"]))
         batch_size = ops.shape(latents)[0]
-        t = self.process.sample_timesteps(batch_size, seed=self.seed_generator)
-        noise = mixed_video_noise(
-            tuple(ops.shape(latents)), shared_weight=self.noise_shared_weight, seed=self.seed_generator
-        )
-        x_t = self.process.add_noise(latents, noise, t)
         mask = self._draw_training_mask(batch_size)
         condition = frame_condition(latents, mask)
         substitute = 1.0 if self.substitute_known_frames else None
@@ -305,13 +293,7 @@ class FrameConditionedDiffusion(VideoDiffusion):
         output = ops.cast(self.backbone(inputs, training=training), "float32")
         if self.substitute_known_frames:
             output = mask_known_frames(self.process, output, latents, noise, t, mask)
-        per_example = self.process.compute_loss(output, latents, noise, x_t, t)
-        if sample_weight is not None:
-            per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        loss = ops.mean(per_example)
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
-        return loss
+        return output
 
     # --- sampling -----------------------------------------------------------------------------
     def _backbone_output(self, inputs, training):

@@ -23,8 +23,9 @@ def test_held_out_accuracy(classifier, frame_size):
     data = held_out(frame_size)
     digits, motions = classifier.predict(data["videos"])
     assert digits.shape == motions.shape == (600,) and digits.dtype == np.int64
-    # Measured at training time on 1,200 videos: 97-98% digits, 100% motions.
-    assert np.mean(digits == data["digits"]) >= 0.95
+    # Measured on 5,000 held-out videos per size: digits 98.7% (16x16) and 99.1% (32x32), motions 100%;
+    # on these 600 videos 99.0% and 99.2%.
+    assert np.mean(digits == data["digits"]) >= 0.98
     assert np.mean(motions == data["motions"]) >= 0.98
 
 
@@ -33,7 +34,7 @@ def test_recognises_degraded_videos(classifier):
     degraded = augment_like_samples(data["videos"] / 255.0, np.random.default_rng(0))
     assert np.abs(degraded - data["videos"] / 255.0).mean() > 0.02  # the degradation is real
     digits, motions = classifier.predict(degraded)
-    assert np.mean(digits == data["digits"]) >= 0.92
+    assert np.mean(digits == data["digits"]) >= 0.95  # 97.9% at training time (1,200 videos)
     assert np.mean(motions == data["motions"]) >= 0.97
 
 
@@ -89,7 +90,7 @@ def test_features_serve_as_a_frechet_distance_space(classifier):
     blurred = (augment_like_samples(other_real / 255.0, np.random.default_rng(1), strength=2.0) * 255).astype(np.uint8)
     noise = np.random.default_rng(2).integers(0, 256, real.shape).astype(np.uint8)
     features = classifier.features(real[:4])
-    assert features.shape == (4, 128) and features.dtype == np.float32
+    assert features.shape == (4, 2 * classifier.filters[-1]) and features.dtype == np.float32
     np.testing.assert_allclose(classifier.features(real[:4] / 255.0), features, atol=1e-5)
     same = frechet_video_distance(real, other_real, classifier, batch_size=64)
     degraded = frechet_video_distance(real, blurred, classifier, batch_size=64)

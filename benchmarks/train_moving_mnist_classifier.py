@@ -36,6 +36,7 @@ from keras_vdiff.metrics.moving_mnist_classifier import (
     MovingMNISTClassifier,
     augment_like_samples,
 )
+from keras_vdiff.training import atomic_write_json, atomic_write_text
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "moving_mnist_classifier.json")
 
@@ -57,9 +58,7 @@ def write_markdown(results, path):
     ]
     for name, row in results["held_out"].items():
         lines.append(f"| {name} | {100 * row['digit']:.1f}% | {100 * row['motion']:.1f}% | {100 * row['both']:.1f}% |")
-    with open(path + ".tmp", "w") as file:
-        file.write("\n".join(lines) + "\n")
-    os.replace(path + ".tmp", path)
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def upsampled(model, videos, chunk=512):
@@ -211,10 +210,7 @@ def main():
             for degraded in (False, True)
         },
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    with open(args.results + ".tmp", "w") as file:
-        json.dump(results, file, indent=2)
-    os.replace(args.results + ".tmp", args.results)
+    atomic_write_json(args.results, results)
     write_markdown(results, os.path.splitext(args.results)[0] + ".md")
     print(json.dumps(results, indent=2))
 

@@ -33,11 +33,18 @@ sys.path.insert(0, ROOT)
 MODELS = ("gentron", "latte_v1", "latte_v2", "latte_v3", "snapvideo_v1", "snapvideo_v2", "rin", "video_dit")
 
 
-def build_backbone(name, input_shape, text_dim, width=96, fit_groups=4, fit_latents_per_group=8):
+def build_backbone(name, input_shape, text_dim, width=96, fit_groups=4, fit_latents_per_group=8,
+                   latent_patch_dim=None, latent_blocks=2, latent_layers=2):
     """A tiny text-conditional backbone of family ``name`` for ``input_shape`` (F, H, W, C).
 
     ``fit_groups`` and ``fit_latents_per_group`` set SnapVideo-FiT's grouping (the ablations of issue 5).
+    ``latent_patch_dim`` (default ``width // 2``), ``latent_blocks`` and ``latent_layers`` set the patch-stream
+    width, the read / process / write blocks and the latent self-attention layers per block of SnapVideo
+    and RIN.
     """
+    patch_dim = latent_patch_dim or width // 2
+    latent = dict(patch_dim=patch_dim, latent_dim=width, num_blocks=latent_blocks, num_latent_layers=latent_layers,
+                  num_heads=4, patch_num_heads=4)
     from keras_vdiff.models.gentron import GenTron
     from keras_vdiff.models.latte import Latte
     from keras_vdiff.models.video_dit import VideoDiT
@@ -52,14 +59,12 @@ def build_backbone(name, input_shape, text_dim, width=96, fit_groups=4, fit_late
     if name.startswith("snapvideo_v"):
         from keras_vdiff.models.snapvideo import SnapVideo
 
-        return SnapVideo(patch_size=4, patch_dim=width // 2, latent_dim=width, num_blocks=2, num_latent_layers=2,
-                         num_groups=fit_groups, latents_per_group=fit_latents_per_group, num_heads=4, patch_num_heads=4,
+        return SnapVideo(patch_size=4, num_groups=fit_groups, latents_per_group=fit_latents_per_group, **latent,
                          adaln=name.endswith("v2"), num_registers=4, text_layers=2, **common)
     if name == "rin":
         from keras_vdiff.models.rin import RIN
 
-        return RIN(patch_size=4, tubelet_size=2, patch_dim=width // 2, latent_dim=width, num_latents=32,
-                   num_blocks=2, num_latent_layers=2, num_heads=4, patch_num_heads=4, **common)
+        return RIN(patch_size=4, tubelet_size=2, num_latents=32, **latent, **common)
     if name == "video_dit":
         return VideoDiT(patch_size=4, hidden_dim=width, num_layers=2, num_heads=4, text_mode="cross", **common)
     raise ValueError(f"Unknown model {name!r}; valid: {', '.join(MODELS)}.")
@@ -76,7 +81,8 @@ def run_model(name, args, data, real_videos):
     keras.utils.set_random_seed(args.seed)
     encoder = SmallTextEncoder.from_texts(training.all_captions(), **training.TINY_MOVING_MNIST["text_encoder"])
     backbone = build_backbone(name, (args.frames, args.size, args.size, 1), encoder.hidden_dim, args.width,
-                              args.fit_groups, args.fit_latents_per_group)
+                              args.fit_groups, args.fit_latents_per_group, args.latent_patch_dim,
+                              args.latent_blocks, args.latent_layers)
     process = GaussianDiffusion(**dict(training.TINY_MOVING_MNIST["process"], learn_sigma=False))
     model = VideoDiffusion(backbone, process, text_encoder=encoder, seed=args.seed)
     print(f"\n=== {name}: {backbone.describe()}", flush=True)
@@ -105,8 +111,11 @@ def markdown(rows, args):
         f"Backend {args.backend}; {args.frames} frames of {args.size}x{args.size}; batch {args.batch_size}, "
         f"AdamW {args.learning_rate:g}; budget: " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} min")
         + f"; {args.sampler} {args.sample_steps} steps, guidance {args.guidance:g}, {30 * args.samples_per_caption} samples"
-        + (f"; SnapVideo-FiT {args.fit_groups} groups x {args.fit_latents_per_group} latents."
-           if any(r["model"].startswith("snapvideo") for r in rows) else "."),
+        + (f"; SnapVideo-FiT {args.fit_groups} groups x {args.fit_latents_per_group} latents"
+           if any(r["model"].startswith("snapvideo") for r in rows) else "")
+        + (f"; SnapVideo / RIN patch stream {args.latent_patch_dim or args.width // 2} wide, {args.latent_blocks} "
+           f"blocks x {args.latent_layers} latent layers."
+           if any(r["model"].startswith(("snapvideo", "rin")) for r in rows) else "."),
         "",
         "| model | params | steps | train s | loss | cond. acc. | digit | motion | Frechet (clf) | motion ratio | videos/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -131,6 +140,11 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=16, help="frame size")
     parser.add_argument("--fit-groups", type=int, default=4, help="SnapVideo-FiT: spatial groups (thesis: 4 or 49)")
     parser.add_argument("--fit-latents-per-group", type=int, default=8, help="SnapVideo-FiT: latent tokens per group")
+    parser.add_argument("--latent-patch-dim", type=int, default=None,
+                        help="SnapVideo / RIN: width of the patch stream (default: half of --width)")
+    parser.add_argument("--latent-blocks", type=int, default=2, help="SnapVideo / RIN: read-process-write blocks")
+    parser.add_argument("--latent-layers", type=int, default=2,
+                        help="SnapVideo / RIN: latent self-attention layers per block")
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--num-videos", type=int, default=6000)
     parser.add_argument("--samples-per-caption", type=int, default=2)

@@ -159,6 +159,8 @@ def main():
     parser.add_argument("--fresh-every", type=int, default=2,
                         help="draw new trajectories (same training digit images) every this many epochs")
     parser.add_argument("--filters", default="24,48,64,96", help="channels of the four 3D convolutions")
+    parser.add_argument("--init", default=None,
+                        help="start from these weights (fine-tuning; e.g. the shipped file) instead of random ones")
     parser.add_argument("--output", default=DEFAULT_WEIGHTS)
     parser.add_argument("--results", default=RESULTS)
     args = parser.parse_args()
@@ -177,6 +179,9 @@ def main():
     sets = training_sets(0)
     model = MovingMNISTClassifier(filters=filters)
     model.build((None, 10, model.frame_size, model.frame_size, 1))
+    if args.init:
+        model.load_weights(args.init)
+        print(f"fine-tuning from {args.init}", flush=True)
     steps = args.epochs * ((args.videos_32 + args.videos_16) // args.batch_size + 1)
     schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps, alpha=0.02)
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -200,6 +205,8 @@ def main():
         "train_seconds": round(train_seconds, 1),
         "train_videos": {"32": args.videos_32, "16": args.videos_16},
         "epochs": args.epochs,
+        "learning_rate": args.learning_rate,
+        "init": os.path.basename(args.init) if args.init else None,
         "filters": list(filters),
         "jitter_fraction": args.jitter_fraction,
         "fresh_every": args.fresh_every,

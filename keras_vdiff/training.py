@@ -149,6 +149,41 @@ class TrainingBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class BudgetProgress(keras.callbacks.Callback):
+    """One line per epoch for a wall-clock budget: steps so far, the epoch's mean loss, time used of the budget.
+
+    Keras' progress bar needs a number of epochs, which a time budget does not
+    have (``train`` then runs ``fit`` with a huge epoch count and stops it from
+    ``TrainingBudget``); this callback replaces the bar in that case.
+    """
+
+    def __init__(self, budget, losses, max_seconds):
+        super().__init__()
+        self.budget = budget
+        self.losses = losses
+        self.max_seconds = max_seconds
+        self._start = None
+        self._epoch_first_step = 0
+
+    def on_train_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_first_step = len(self.losses.losses)
+
+    def on_epoch_end(self, epoch, logs=None):
+        epoch_losses = self.losses.losses[self._epoch_first_step:]
+        loss = f"loss {np.mean(epoch_losses):.4f}, " if epoch_losses else ""
+        elapsed = time.perf_counter() - self._start
+        print(f"epoch {epoch + 1}: step {self.budget.steps}, {loss}{_clock(elapsed)} of {_clock(self.max_seconds)}",
+              flush=True)
+
+
+def _clock(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
 class PresetCheckpoint(keras.callbacks.Callback):
     """Saves the pipeline with ``save_to_preset`` after every epoch (atomic) plus ``state.json`` for resume."""
 
@@ -193,7 +228,8 @@ def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rat
             at the end (``None`` disables it).
         checkpoint_dir: save the pipeline there after every epoch (resume with
             ``VideoDiffusion.from_preset(checkpoint_dir)``).
-        verbose: Keras progress bar (1) or none (0).
+        verbose: progress output (1: the Keras bar, or one line per epoch with
+            a time budget and no ``steps``) or none (0).
 
     Returns: dict with ``losses`` (per step), ``seconds`` (elapsed at each step),
     ``steps``, ``stopped_by`` (``"steps"`` or ``"time"``) and ``steps_per_second``.
@@ -222,6 +258,10 @@ def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rat
     epochs = math.ceil(steps / len(batches)) if steps is not None else 1_000_000
     losses, budget = StepLosses(), TrainingBudget(steps, max_seconds)
     callbacks = [losses, budget]
+    if steps is None and verbose:
+        # A time budget has no epoch count for the Keras bar ("Epoch 3/1000000"): print our own lines.
+        callbacks.append(BudgetProgress(budget, losses, max_seconds))
+        verbose = 0
     if getattr(model.optimizer, "use_ema", False):
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=False))
     if checkpoint_dir is not None:

@@ -37,6 +37,16 @@ def test_train_runs_the_step_budget_records_per_step_losses_and_checkpoints(tmp_
     np.testing.assert_array_equal(shipped.generate(**kwargs), restored.generate(**kwargs))
 
 
+def test_time_budget_prints_steps_and_budget_instead_of_a_huge_epoch_count(capsys):
+    model = training.moving_mnist_text_to_video(**TINY)
+    data = training.moving_mnist_training_data(model, 16, seed=1)
+    result = training.train(model, data, max_seconds=1e-3, batch_size=8, verbose=1)
+    assert result["stopped_by"] == "time" and result["steps"] == 1
+    out = capsys.readouterr().out
+    assert "1000000" not in out
+    assert "epoch 1: step 1, loss " in out and "of 0:00" in out
+
+
 def test_step_losses_undo_the_running_mean():
     callback = training.StepLosses()
     callback.on_train_begin()

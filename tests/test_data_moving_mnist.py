@@ -84,6 +84,15 @@ def test_requested_digits_and_motions_are_kept():
     assert data["captions"][0] == "The digit 7 is moving left and right" == caption(7, "left and right")
 
 
+def test_image_ids_name_the_digit_image_of_each_video():
+    data = moving_mnist(40, frame_size=16, seed=5, digits_source="sklearn", split="test")
+    _, labels = load_digit_images("sklearn", "test")
+    ids = data["image_ids"]
+    assert ids.shape == (40,) and ids.min() >= 0 and ids.max() < len(labels)
+    np.testing.assert_array_equal(labels[ids], data["digits"])
+    assert len(np.unique(ids)) > 20  # drawn from the whole split, not a few images
+
+
 def test_bouncing_mnist_shapes():
     data = bouncing_mnist(3, frame_size=32, num_frames=6, num_digits=2, digits_source="sklearn")
     assert data["videos"].shape == (3, 6, 32, 32, 1) and data["digits"].shape == (3, 2)

@@ -180,7 +180,9 @@ def moving_mnist(
     Returns:
         dict of numpy arrays: ``videos`` uint8 ``(N, F, S, S, 1)``, ``captions``
         (list of str), ``digits`` int ``(N,)``, ``motions`` int ``(N,)``
-        (indices into ``MOTIONS``).
+        (indices into ``MOTIONS``), ``image_ids`` int ``(N,)`` (which digit image of
+        the split each video shows: ``load_digit_images(source, split)[0][image_ids]``;
+        for per-image error analysis).
 
     Example:
         >>> data = moving_mnist(8, frame_size=16, digits_source="sklearn")
@@ -220,6 +222,7 @@ def moving_mnist(
         "captions": [caption(d, m) for d, m in zip(digits, motions)],
         "digits": digits,
         "motions": motions,
+        "image_ids": chosen.astype(np.int64),
     }
 
 

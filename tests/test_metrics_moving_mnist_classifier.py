@@ -96,3 +96,23 @@ def test_features_serve_as_a_frechet_distance_space(classifier):
     degraded = frechet_video_distance(real, blurred, classifier, batch_size=64)
     unrelated = frechet_video_distance(real, noise, classifier, batch_size=64)
     assert same < degraded < unrelated  # the distance orders sample quality
+
+
+def test_error_analysis_groups_every_digit_error_by_its_image(classifier):
+    """benchmarks/classifier_error_analysis.py: per-image counts add up to the errors and agree with predict."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from classifier_error_analysis import analyse
+
+    row = analyse(classifier, 16, 300, seed=11)
+    data = held_out(16, num_videos=300, seed=11)
+    digits, _ = classifier.predict(data["videos"])
+    assert row["digit_errors"] == int(np.sum(digits != data["digits"]))
+    assert row["digit"] == pytest.approx(1.0 - row["digit_errors"] / 300)
+    assert sum(r["misread"] for r in row["per_image"]) == row["digit_errors"]
+    for r in row["per_image"]:
+        shown = data["image_ids"] == r["image"]
+        assert r["videos"] == int(shown.sum()) and r["label"] == int(data["digits"][shown][0])
+        assert r["read_as"] != r["label"]

@@ -61,7 +61,7 @@ TINY_MOVING_MNIST = dict(
 
 
 # How to sample the tiny MovingMNIST models (benchmarks/RESULTS.md): ancestral DDPM is the most
-# forgiving of a small, briefly trained model (on a 4,105-step checkpoint DDIM 50 was 7 points behind
+# forgiving of a small, briefly trained model (on a 4,105-step checkpoint DDIM 50 was 17 points behind
 # DDPM 50); on the fine-tuned preset every sampler scores 93-100% from 10 steps on (sampler study).
 RECOMMENDED_SAMPLING = dict(sampler="ddpm", steps=50, guidance_scale=3.0, thresholding="static")
 

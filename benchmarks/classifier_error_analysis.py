@@ -63,7 +63,9 @@ def main(argv=None):
 
     from keras_vdiff.data.moving_mnist import load_digit_images
     from keras_vdiff.metrics.moving_mnist_classifier import MovingMNISTClassifier
-    from keras_vdiff.training import atomic_write_json, atomic_write_text
+    from keras_vdiff.atomic_files import staged_file
+    from keras_vdiff.atomic_files import write_json as atomic_write_json
+    from keras_vdiff.atomic_files import write_text as atomic_write_text
 
     model = MovingMNISTClassifier.load(weights=args.weights)
     rows = [analyse(model, size, args.num_videos, args.seed) for size in (16, 32)]
@@ -85,9 +87,8 @@ def main(argv=None):
     if worst:
         images, _ = load_digit_images("sklearn", "test")
         tiles = [np.pad(np.kron(images[r["image"]], np.ones((12, 12))), 3, constant_values=0.5) for r in worst]
-        staging = base + ".tmp.png"
-        Image.fromarray((np.concatenate(tiles, axis=1) * 255).astype(np.uint8)).save(staging)
-        os.replace(staging, base + ".png")
+        with staged_file(base + ".png") as staging:
+            Image.fromarray((np.concatenate(tiles, axis=1) * 255).astype(np.uint8)).save(staging)
         lines += ["", f"![the most-misread test digits]({os.path.basename(base)}.png)"]
     atomic_write_json(args.output, dict(weights=args.weights or "shipped", rows=rows))
     atomic_write_text(base + ".md", "\n".join(lines) + "\n")

@@ -33,6 +33,7 @@ import time
 import keras
 import numpy as np
 
+from keras_vdiff.atomic_files import write_json, write_text
 from keras_vdiff.data.moving_mnist import MOTIONS, caption, moving_mnist
 from keras_vdiff.diffusion.gaussian import GaussianDiffusion
 from keras_vdiff.metrics.conditional_accuracy import conditional_accuracy
@@ -167,9 +168,7 @@ def write_markdown(results, path):
     lines.append(f"| real (test split) | | | {real['frame_change']:.4f} | {per['up and down']:.4f} | "
                  f"{per['left and right']:.4f} | {per['to and fro']:.4f} | {100 * real['accuracy_digit']:.1f}% | "
                  f"{100 * real['accuracy_motion']:.1f}% | {100 * real['accuracy_both']:.1f}% | |")
-    with open(path + ".tmp", "w") as file:
-        file.write("\n".join(lines) + "\n")
-    os.replace(path + ".tmp", path)
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def main():
@@ -217,8 +216,7 @@ def main():
     for name in args.models.split(","):
         results[name] = run(name, builders[name], data, args, eval_digits, eval_motions, classifier)
         print(name, json.dumps({k: v for k, v in results[name].items() if k != "epoch_losses"}), flush=True)
-        with open(args.results + ".json", "w") as file:
-            json.dump(results, file, indent=2)
+        write_json(args.results + ".json", results)
     if all(name in results for name in ("SnapVideo", "Latte")):
         write_markdown(results, args.results + ".md")
 

@@ -24,7 +24,6 @@ than JAX's on CPU; the weights load on every backend.
 import argparse
 import json
 import os
-import tempfile
 import time
 
 import keras
@@ -36,7 +35,9 @@ from keras_vdiff.metrics.moving_mnist_classifier import (
     MovingMNISTClassifier,
     augment_like_samples,
 )
-from keras_vdiff.training import atomic_write_json, atomic_write_text
+from keras_vdiff.atomic_files import staged_file
+from keras_vdiff.atomic_files import write_json as atomic_write_json
+from keras_vdiff.atomic_files import write_text as atomic_write_text
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "moving_mnist_classifier.json")
 
@@ -132,18 +133,8 @@ def save_without_optimizer(model, path):
                                          if k in ("frame_size", "filters", "dropout")})
     inference.build((None, 10, inference.frame_size, inference.frame_size, 1))
     inference.set_weights(model.get_weights())
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, staging = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
-    os.close(handle)
-    try:
+    with staged_file(path) as staging:
         inference.save_weights(staging, overwrite=True)
-        os.chmod(staging, 0o644)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
 
 
 def main():

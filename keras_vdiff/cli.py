@@ -306,7 +306,7 @@ def cmd_evaluate(args):
 
 def cmd_convert(args):
     from keras_vdiff.models.conversion import dit_from_torch_state_dict, load_torch_state_dict
-    from keras_vdiff.presets.staging import staged_directory
+    from keras_vdiff.atomic_files import staged_directory
 
     if os.path.exists(args.output_dir) and not args.overwrite:
         raise SystemExit(f"error: --output-dir {args.output_dir} exists; pass --overwrite to replace it")

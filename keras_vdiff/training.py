@@ -14,15 +14,17 @@ Everything writes atomically (temporary name, then rename), so an interrupted
 job leaves either the previous file or the new one, never half of one.
 """
 
-import json
 import math
 import os
-import tempfile
 import time
 
 import keras
 import numpy as np
 
+from keras_vdiff.atomic_files import staged_file
+# Kept under training's names: the CLI, the demo and the benchmarks write their results through these.
+from keras_vdiff.atomic_files import write_json as atomic_write_json
+from keras_vdiff.atomic_files import write_text as atomic_write_text  # noqa: F401
 from keras_vdiff.data.moving_mnist import MOTIONS, caption, moving_mnist
 from keras_vdiff.data.pipelines import VideoBatches
 from keras_vdiff.data.video_folder import write_video
@@ -198,21 +200,6 @@ class PresetCheckpoint(keras.callbacks.Callback):
         atomic_write_json(os.path.join(self.directory, "state.json"), {"epochs": epoch + 1, "steps": steps})
 
 
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.replace(staging, path)
-
-
-def atomic_write_json(path, payload):
-    """Write ``payload`` as JSON to ``path`` atomically (see ``atomic_write_text``)."""
-    atomic_write_text(path, json.dumps(payload, indent=2))
-
-
 def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rate=1e-3, weight_decay=0.0,
           ema_momentum=0.995, checkpoint_dir=None, seed=0, verbose=1):
     """Train ``model`` on ``data`` with ``fit`` for ``steps`` optimizer steps and/or ``max_seconds``.
@@ -309,16 +296,8 @@ def plot_loss(losses, path, title="training loss"):
 
 
 def _atomic_save_figure(figure, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    os.close(handle)
-    try:
+    with staged_file(path) as staging:
         figure.savefig(staging)
-        os.replace(staging, path)
-    except BaseException:
-        os.remove(staging)
-        raise
 
 
 def contact_sheet(videos, path, scale=2, labels=None):
@@ -337,12 +316,8 @@ def contact_sheet(videos, path, scale=2, labels=None):
     image = Image.fromarray(sheet[..., 0] if channels == 1 else sheet)
     if scale != 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    os.close(handle)
-    image.save(staging, format="PNG")
-    os.replace(staging, path)
+    with staged_file(path) as staging:
+        image.save(staging, format="PNG")
     if labels is not None:
         atomic_write_json(os.path.splitext(path)[0] + ".json", {"rows": list(labels)})
     return path

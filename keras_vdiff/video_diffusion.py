@@ -35,7 +35,7 @@ from keras_vdiff.diffusion.guidance import combine_guidance, guidance_scales
 from keras_vdiff.diffusion.noise import mixed_video_noise
 from keras_vdiff.diffusion.samplers import get_sampler
 from keras_vdiff.presets import registry
-from keras_vdiff.presets.staging import staged_directory
+from keras_vdiff.atomic_files import staged_directory
 
 CONFIG_FILE = "pipeline.json"
 WEIGHTS_FILE = "model.weights.h5"

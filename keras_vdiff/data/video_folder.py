@@ -26,9 +26,10 @@ square (or stretched), and converted to ``channels`` (1: luminance, 3: RGB).
 
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from keras_vdiff.atomic_files import staged_file
 
 __all__ = ["VideoFolder", "video_folder", "read_video", "write_video", "VIDEO_EXTENSIONS", "FRAME_EXTENSIONS"]
 
@@ -327,21 +328,11 @@ def write_video(path, video, fps=8):
     extension = os.path.splitext(path)[1].lower()
     if extension not in (".gif", ".mp4"):
         raise ValueError(f"`path` must end in .gif or .mp4, got {path!r}.")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=".tmp-video-", suffix=extension, dir=directory)
-    os.close(handle)
-    try:
+    with staged_file(path) as staging:
         if extension == ".gif":
             frames = video[..., 0] if video.shape[-1] == 1 else video
             iio.imwrite(staging, frames, extension=".gif", duration=1000.0 / fps, loop=0)
         else:
             frames = np.repeat(video, 3, axis=-1) if video.shape[-1] == 1 else video
             iio.imwrite(staging, frames, extension=".mp4", fps=fps, codec="libx264")
-        os.chmod(staging, 0o644)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
     return path

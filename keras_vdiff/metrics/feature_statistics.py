@@ -11,11 +11,11 @@ statistics can be saved once and reused.
 """
 
 import os
-import tempfile
 
 import keras
 import numpy as np
 
+from keras_vdiff.atomic_files import staged_file
 from keras_vdiff.metrics.frechet import frechet_distance
 
 __all__ = [
@@ -120,18 +120,8 @@ class FeatureStatistics:
         """Writes ``count``, ``mean`` and ``scatter`` to an ``.npz`` file atomically."""
         if self.count == 0:
             raise ValueError("Refusing to save an empty FeatureStatistics.")
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, count=self.count, mean=self._mean, scatter=self._scatter)
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        with staged_file(path) as staging, open(staging, "wb") as file:
+            np.savez(file, count=self.count, mean=self._mean, scatter=self._scatter)
 
     @classmethod
     def load(cls, path):

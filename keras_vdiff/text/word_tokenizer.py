@@ -16,6 +16,8 @@ import re
 import keras
 import numpy as np
 
+from keras_vdiff.atomic_files import write_json
+
 __all__ = ["WordTokenizer", "PAD_TOKEN", "UNK_TOKEN", "is_text_batch"]
 
 PAD_TOKEN = "[PAD]"
@@ -164,11 +166,7 @@ class WordTokenizer:
 
     def save(self, path):
         """Write the config as JSON, atomically (temporary name, then rename)."""
-        import os
-
-        with open(path + ".tmp", "w") as file:
-            json.dump(self.get_config(), file, indent=2)
-        os.replace(path + ".tmp", path)
+        write_json(path, self.get_config())
 
     @classmethod
     def load(cls, path):

@@ -61,11 +61,11 @@ def main(argv=None):
 
     from PIL import Image
 
-    from keras_vdiff.data.moving_mnist import load_digit_images
-    from keras_vdiff.metrics.moving_mnist_classifier import MovingMNISTClassifier
     from keras_vdiff.atomic_files import staged_file
     from keras_vdiff.atomic_files import write_json as atomic_write_json
     from keras_vdiff.atomic_files import write_text as atomic_write_text
+    from keras_vdiff.data.moving_mnist import load_digit_images
+    from keras_vdiff.metrics.moving_mnist_classifier import MovingMNISTClassifier
 
     model = MovingMNISTClassifier.load(weights=args.weights)
     rows = [analyse(model, size, args.num_videos, args.seed) for size in (16, 32)]

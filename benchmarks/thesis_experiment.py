@@ -42,14 +42,13 @@ def build_backbone(name, input_shape, text_dim, width=96, fit_groups=4, fit_late
     width, the read / process / write blocks and the latent self-attention layers per block of SnapVideo
     and RIN.
     """
-    patch_dim = latent_patch_dim or width // 2
-    latent = dict(patch_dim=patch_dim, latent_dim=width, num_blocks=latent_blocks, num_latent_layers=latent_layers,
-                  num_heads=4, patch_num_heads=4)
     from keras_vdiff.models.gentron import GenTron
     from keras_vdiff.models.latte import Latte
     from keras_vdiff.models.video_dit import VideoDiT
 
     common = dict(input_shape=input_shape, conditioning="text", text_dim=text_dim, learn_sigma=False)
+    latent = dict(patch_dim=latent_patch_dim or width // 2, latent_dim=width, num_blocks=latent_blocks,
+                  num_latent_layers=latent_layers, num_heads=4, patch_num_heads=4)
     if name == "gentron":
         # One GenTron block holds spatial and temporal attention: 2 blocks ~ 4 Latte v1 blocks.
         return GenTron(patch_size=4, hidden_dim=width, num_layers=2, num_heads=4, **common)

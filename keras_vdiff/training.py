@@ -290,14 +290,10 @@ def plot_loss(losses, path, title="training loss"):
     axis.set_title(title)
     axis.legend()
     figure.tight_layout()
-    _atomic_save_figure(figure, path)
-    plt.close(figure)
-    return path
-
-
-def _atomic_save_figure(figure, path):
     with staged_file(path) as staging:
         figure.savefig(staging)
+    plt.close(figure)
+    return path
 
 
 def contact_sheet(videos, path, scale=2, labels=None):

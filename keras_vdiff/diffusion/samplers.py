@@ -219,6 +219,16 @@ def _ode_tables(process, grid):
     return np.ones_like(a), s_next - s
 
 
+def _log_snr_increments(grid):
+    """``h_i = lambda_{i+1} - lambda_i`` with ``lambda = log(alpha / sigma)`` over a sampling grid.
+
+    ``inf`` into the clean point (``sigma = 0``) and out of pure noise (``alpha = 0``).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lam = np.log(grid["alpha"]) - np.log(grid["sigma"])
+        return lam[1:] - lam[:-1]
+
+
 def _ode_derivative(process, x0, eps):
     if isinstance(process, GaussianDiffusion):
         return eps
@@ -278,9 +288,8 @@ class HeunSampler(Sampler):
             x_coef, d_coef = _ode_tables(self.process, self.grid)
             return dict(tables, x_coef=x_coef, d_coef=d_coef)
         a, s = self.grid["alpha"], self.grid["sigma"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            lam = np.log(a) - np.log(s)  # -inf where alpha = 0 (zero terminal SNR), +inf at the clean point
-            h = lam[1:] - lam[:-1]
+        h = _log_snr_increments(self.grid)
+        with np.errstate(invalid="ignore"):
             decay = np.where(np.isfinite(h), np.exp(-h), 0.0)
             # (h - 1 + e^-h) / h -> 1 as h -> inf; only steps with sigma' > 0 use it.
             slope = np.where(np.isfinite(h) & (h > 0), (h - 1.0 + decay) / h, 1.0)
@@ -323,18 +332,16 @@ class DPMSolverPlusPlus2MSampler(Sampler):
 
     def _tables(self):
         a, s = self.grid["alpha"], self.grid["sigma"]
+        h = _log_snr_increments(self.grid)
+        n = self.steps
+        x_coef, c0, c1 = np.zeros(n), np.zeros(n), np.zeros(n)
         with np.errstate(divide="ignore", invalid="ignore"):
-            lam = np.log(a) - np.log(s)  # -inf where alpha = 0, +inf at the clean point
-            n = self.steps
-            x_coef, c0, c1 = np.zeros(n), np.zeros(n), np.zeros(n)
             for i in range(n):
-                h = lam[i + 1] - lam[i]
                 x_coef[i] = s[i + 1] / s[i]
-                phi = np.expm1(-h)  # exp(-h) - 1, -1 when h = inf
+                phi = np.expm1(-h[i])  # exp(-h) - 1, -1 when h = inf
                 c0[i] = -a[i + 1] * phi
                 if 0 < i < n - 1:
-                    h_prev = lam[i] - lam[i - 1]
-                    inv_r = h / h_prev if np.isfinite(h_prev) else 0.0
+                    inv_r = h[i] / h[i - 1] if np.isfinite(h[i - 1]) else 0.0
                     c1[i] = -0.5 * a[i + 1] * phi * inv_r
         return dict(x_coef=x_coef, c0=c0, c1=c1)
 

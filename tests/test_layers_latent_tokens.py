@@ -5,6 +5,7 @@ from conftest import to_numpy
 from keras_vdiff.layers.attention import Attention
 from keras_vdiff.layers.latent_tokens import (
     ConditionTokens,
+    InterfaceConv,
     LatentReadWriteBlock,
     LatentSelfConditioning,
     LearnedLatents,
@@ -273,3 +274,40 @@ def test_block_config_round_trip_and_bad_arguments():
         config.update(bad)
         with pytest.raises(ValueError, match=match):
             LatentReadWriteBlock(**config)
+
+
+def test_interface_convolution_is_a_depthwise_3d_correlation_then_norm_silu_and_a_zero_started_projection():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    frames, rows, cols = 3, 2, 4
+    tokens = rng.standard_normal((B, frames, rows * cols, DX)).astype("float32")
+    conv = InterfaceConv(3, (rows, cols), norm_groups=4)
+    np.testing.assert_array_equal(to_numpy(conv(tokens)), tokens)  # the pointwise projection starts at zero
+    _randomise(conv, seed=5)
+    grid = tokens.reshape(B, frames, rows, cols, DX)
+    kernel, bias = to_numpy(conv.depthwise_kernel), to_numpy(conv.depthwise_bias)
+    # Independent reference: scipy's 'same' zero-padded correlation, channel by channel.
+    reference = np.stack([
+        np.stack([ndimage.correlate(grid[b, ..., d], kernel[..., d], mode="constant") + bias[d] for d in range(DX)],
+                 axis=-1)
+        for b in range(B)
+    ])
+    np.testing.assert_allclose(to_numpy(conv.depthwise(grid)), reference, rtol=1e-5, atol=1e-5)
+    # The rest: GroupNorm (4 groups, per video), SiLU, Dense, residual.
+    gamma, beta = to_numpy(conv.norm.gamma), to_numpy(conv.norm.beta)
+    g = reference.reshape(B, -1, 4, DX // 4)
+    mean, var = g.mean(axis=(1, 3), keepdims=True), g.var(axis=(1, 3), keepdims=True)
+    normed = ((g - mean) / np.sqrt(var + 1e-6)).reshape(reference.shape) * gamma + beta
+    h = normed / (1 + np.exp(-normed))
+    expected = grid + h @ to_numpy(conv.pointwise.kernel) + to_numpy(conv.pointwise.bias)
+    np.testing.assert_allclose(to_numpy(conv(tokens)), expected.reshape(tokens.shape), rtol=1e-4, atol=1e-4)
+    config = conv.get_config()
+    assert InterfaceConv.from_config(config).get_config() == config
+    for kwargs, match in ((dict(kernel_size=2, grid_size=(2, 4)), "kernel_size"),
+                          (dict(kernel_size=3, grid_size=(2,)), "grid_size"),
+                          (dict(kernel_size=3, grid_size=(2, 0)), "grid_size")):
+        with pytest.raises(ValueError, match=match):
+            InterfaceConv(**kwargs)
+    with pytest.raises(ValueError, match="tokens per frame"):
+        InterfaceConv(3, (3, 3))(tokens)

@@ -18,15 +18,26 @@ def held_out(frame_size, num_videos=600, seed=7):
     return moving_mnist(num_videos, frame_size=frame_size, seed=seed, digits_source="sklearn", split="test")
 
 
-@pytest.mark.parametrize("frame_size", [16, 32])
+@pytest.mark.parametrize("frame_size", [16, 28, 32, 64])
 def test_held_out_accuracy(classifier, frame_size):
     data = held_out(frame_size)
     digits, motions = classifier.predict(data["videos"])
     assert digits.shape == motions.shape == (600,) and digits.dtype == np.int64
-    # Measured on 5,000 held-out videos per size: digits 98.7% (16x16) and 99.1% (32x32), motions 100%;
-    # on these 600 videos 99.0% and 99.2%.
+    # Measured on 5,000 held-out videos per size (test below): digits 98.7% (16x16), 99.1% (28, 32 and
+    # 64), motions 100%; on these 600 videos 99.0% (16), 99.3% (28), 99.2% (32), 99.3% (64).
     assert np.mean(digits == data["digits"]) >= 0.98
     assert np.mean(motions == data["motions"]) >= 0.98
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frame_size", [28, 32, 64])
+def test_held_out_accuracy_reaches_99_percent_at_the_dataset_sizes(classifier, frame_size):
+    # Issue 7's bar (>= 99%) at the frame sizes it names, on the 5,000 videos of
+    # benchmarks/classifier_error_analysis.py (seed 2026): 99.08% / 99.06% / 99.06%, 46-47 errors; the bar
+    # allows 50. 16x16, the CPU experiments' size, is below it (98.74%): see benchmarks/RESULTS.md.
+    data = moving_mnist(5000, frame_size=frame_size, seed=2026, digits_source="sklearn", split="test")
+    digits, motions = classifier.predict(data["videos"])
+    assert np.mean((digits == data["digits"]) & (motions == data["motions"])) >= 0.99
 
 
 def test_recognises_degraded_videos(classifier):

@@ -36,6 +36,28 @@ def test_tubelets_and_one_group_reach_the_whole_video():
     assert np.abs(lat2 - lat).max(axis=-1).min() > 1e-4  # every latent token
 
 
+def test_interface_convolution_starts_as_the_identity_and_then_mixes_neighbouring_tubelets():
+    # Built with the convolution and given the same weights elsewhere, a fresh model equals the one without it
+    # (the pointwise projection starts at zero); once that projection is trained the output changes.
+    plain = RIN(**TINY)
+    conv = RIN(**dict(TINY, interface_conv_kernel=3))
+    assert len(conv.interface_convs) == TINY["num_blocks"] and not plain.interface_convs
+    randomise(plain)
+    conv_weights = {w.path: w for w in conv.weights if "interface_conv" not in w.path}
+    assert len(conv_weights) == len(plain.weights)
+    for w in plain.weights:
+        conv_weights[w.path].assign(w)
+    inputs = model_inputs(plain, seed=2, previous="random")
+    ref, ref_latents = outputs(plain, inputs)
+    out, latents = outputs(conv, inputs)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    np.testing.assert_allclose(latents, ref_latents, atol=1e-5)
+    for layer in conv.interface_convs:
+        layer.pointwise.kernel.assign(0.3 * np.random.default_rng(3).standard_normal(layer.pointwise.kernel.shape))
+    out, _ = outputs(conv, inputs)
+    assert np.abs(out - ref).max() > 1e-3
+
+
 def test_self_conditioning_changes_the_output_and_zero_latents_add_nothing():
     check_self_conditioning(RIN(**TINY))
 
@@ -45,7 +67,7 @@ def test_trains_with_fit_and_samples_with_guidance_carrying_latents():
 
 
 def test_config_and_preset_round_trip(tmp_path):
-    model = RIN(**dict(TINY, **TEXT, adaln=True))
+    model = RIN(**dict(TINY, **TEXT, adaln=True, interface_conv_kernel=3))
     randomise(model)
     inputs = model_inputs(model, previous="random")
     ref, ref_latents = outputs(model, inputs)
@@ -64,7 +86,7 @@ def test_presets_parameter_counts_and_bad_arguments():
             thesis["num_blocks"]) == (2, 768, 1024, 4, 5)
     base = registry.get_preset("rin_base")["config"]
     assert base["num_latents"] == 256 and base["num_latent_layers"] == 4 and base["self_conditioning"]
-    for config in (TINY, dict(TINY, **TEXT, learn_sigma=True)):
+    for config in (TINY, dict(TINY, **TEXT, learn_sigma=True), dict(TINY, interface_conv_kernel=3)):
         model = RIN(**config)
         expected = latent_token_parameters(config, tubelet_size=config["tubelet_size"],
                                            num_latents=config["num_latents"])
@@ -76,6 +98,8 @@ def test_presets_parameter_counts_and_bad_arguments():
         (dict(latent_dim=30), "num_heads"),
         (dict(learn_sigma="yes"), "learn_sigma"),
         (dict(conditioning="image"), "conditioning"),
+        (dict(interface_conv_kernel=2), "interface_conv_kernel"),
+        (dict(interface_conv_kernel=-1), "interface_conv_kernel"),
     ):
         with pytest.raises(ValueError, match=match):
             RIN(**dict(TINY, **bad))

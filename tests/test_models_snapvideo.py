@@ -226,6 +226,9 @@ def latent_token_parameters(config, tubelet_size=1, num_latents=None):
              + k * (2 * norm(dl, not adaln) + attention(dl, dl, dl, dl) + mlp(dl) + 2 * modulation)  # process
              + norm(dx) + norm(dl) + attention(dx, dl, dx, dx) + norm(dx) + mlp(dx)  # write
              + c.get("num_local_layers", 0) * (2 * norm(dx) + attention(dx, dx, dx, dx) + mlp(dx)))  # local
+    kc = c.get("interface_conv_kernel", 0)
+    if kc:  # RIN's interface convolution: depthwise kernel + bias, GroupNorm, pointwise
+        block += kc**3 * dx + dx + norm(dx) + dense(dx, dx)
     out_channels = ch * (2 if c["learn_sigma"] else 1)
     p = c["patch_size"]
     total = dense(tubelet_size * p * p * ch, dx) + c["num_blocks"] * block

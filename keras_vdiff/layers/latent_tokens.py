@@ -24,9 +24,11 @@ them; only the global step 3 mixes groups. With ``use_adaln`` (SnapVideo v2) the
 step 1 and the sub-layers of step 3 are modulated by a pooled condition,
 ``x + gate * f(LN(x) * (1 + scale) + shift)``, adaLN-Zero initialised.
 
-Also here: the patch grouping of FiT (:func:`group_patches`), the space-time
-position table of the patch tokens (:func:`spacetime_position_table`: inside a
-group the frames must be told apart, or every frame gets the same update),
+Also here: RIN's optional local path, a depthwise 3D convolution over the
+token grid after each write (:class:`InterfaceConv`); the patch grouping of
+FiT (:func:`group_patches`); the space-time position table of the patch
+tokens (:func:`spacetime_position_table`: inside a group the frames must be
+told apart, or every frame gets the same update);
 the learned initial latents, latent self-conditioning (Chen et al. 2023 / RIN),
 the text-register encoder of CAD-RIN / SnapVideo v1 and
 :class:`ConditionTokens`, the token set the latents read in step 1.
@@ -159,6 +161,106 @@ def spacetime_position_table(frames, rows, cols, dim):
         raise ValueError(f"The patch token width {dim} is too small for a space-time sin-cos table (>= 8).")
     table = sincos_embedding_3d(frames, rows, cols, dim, temporal_dim=temporal)
     return np.reshape(table, (frames, rows * cols, dim)).astype("float32")
+
+
+# ---------------------------------------------------------------------------------------------
+# Local mixing of the interface (RIN's optional depthwise convolution).
+# ---------------------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class InterfaceConv(keras.layers.Layer):
+    """Local mixing of the patch tokens: ``x + Dense(SiLU(GroupNorm(DepthwiseConv3D(x))))``.
+
+    The read and write cross-attentions of RIN treat the interface as a set: a
+    token learns about its neighbours only through the latents. The authors'
+    implementation of RIN (the ``conv_kernel_size`` option of its tape
+    denoiser) can add a depthwise convolution over the token grid after every
+    write step, a cheap local path beside the global one. Here it is a
+    depthwise 3D convolution over ``(frames, rows, cols)`` of the token grid
+    ('same' zero padding), a GroupNorm, SiLU and a pointwise projection that
+    starts at zero, so a fresh block is the identity and the local path is
+    learned.
+
+    Args:
+        kernel_size: odd side of the cubic depthwise kernel (3: the 26 neighbours of a token).
+        grid_size: ``(rows, cols)`` of the per-frame token grid.
+        norm_groups: GroupNorm groups (default ``min(dim // 4, 32)``, at least 1, dividing the width).
+
+    Call:
+        ``tokens (B, F, N, D)`` with ``N = rows * cols`` -> ``(B, F, N, D)``.
+
+    Example:
+        >>> conv = InterfaceConv(3, grid_size=(4, 4))
+        >>> conv(keras.ops.ones((2, 5, 16, 32))).shape
+        (2, 5, 16, 32)
+    """
+
+    def __init__(self, kernel_size, grid_size, norm_groups=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(kernel_size, int) or isinstance(kernel_size, bool) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"`kernel_size` must be an odd positive integer, got {kernel_size!r}.")
+        if norm_groups is not None:
+            _check_positive("norm_groups", norm_groups)
+        grid_size = tuple(grid_size)
+        if len(grid_size) != 2:
+            raise ValueError(f"`grid_size` must be (rows, cols), got {grid_size!r}.")
+        for value in grid_size:
+            _check_positive("grid_size", value)
+        self.kernel_size = kernel_size
+        self.grid_size = grid_size
+        self.norm_groups = norm_groups
+
+    def build(self, tokens_shape):
+        dim = tokens_shape[-1]
+        groups = self.norm_groups or max(1, min(dim // 4, 32))
+        if dim % groups:
+            raise ValueError(f"`norm_groups`={groups} must divide the token width {dim}.")
+        k = self.kernel_size
+        self.depthwise_kernel = self.add_weight(
+            name="depthwise_kernel", shape=(k, k, k, dim),
+            initializer=keras.initializers.RandomNormal(stddev=float(k**3) ** -0.5),
+        )
+        self.depthwise_bias = self.add_weight(name="depthwise_bias", shape=(dim,), initializer="zeros")
+        self.norm = keras.layers.GroupNormalization(groups, epsilon=1e-6, dtype="float32", name="norm")
+        self.norm.build((None, None, None, None, dim))
+        self.pointwise = keras.layers.Dense(dim, kernel_initializer="zeros", name="pointwise", dtype=self.dtype_policy)
+        self.pointwise.build((None, dim))
+        self.built = True
+
+    def depthwise(self, grid):
+        """The depthwise 3D convolution of ``grid (B, F, rows, cols, D)``, 'same' zero padding."""
+        k, half = self.kernel_size, self.kernel_size // 2
+        frames, rows, cols = grid.shape[1], grid.shape[2], grid.shape[3]
+        padded = ops.pad(grid, ((0, 0), (half, half), (half, half), (half, half), (0, 0)))
+        kernel = ops.cast(self.depthwise_kernel, grid.dtype)
+        out = ops.cast(self.depthwise_bias, grid.dtype)
+        for a in range(k):
+            for b in range(k):
+                for c in range(k):
+                    out = out + kernel[a, b, c] * padded[:, a:a + frames, b:b + rows, c:c + cols, :]
+        return out
+
+    def call(self, tokens):
+        if len(tokens.shape) != 4:
+            raise ValueError(f"`tokens` must be (batch, frames, rows * cols, dim), got shape {tokens.shape}.")
+        rows, cols = self.grid_size
+        if tokens.shape[2] is not None and tokens.shape[2] != rows * cols:
+            raise ValueError(f"`tokens` has {tokens.shape[2]} tokens per frame; `grid_size` {self.grid_size} "
+                             f"needs {rows * cols}.")
+        frames, dim = tokens.shape[1], tokens.shape[-1]
+        grid = ops.reshape(tokens, (-1, frames, rows, cols, dim))
+        h = ops.cast(self.norm(self.depthwise(grid)), tokens.dtype)
+        h = self.pointwise(ops.silu(h))
+        return tokens + ops.reshape(h, (-1, frames, rows * cols, dim))
+
+    def compute_output_shape(self, tokens_shape):
+        return tuple(tokens_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernel_size=self.kernel_size, grid_size=list(self.grid_size), norm_groups=self.norm_groups)
+        return config
 
 
 # ---------------------------------------------------------------------------------------------

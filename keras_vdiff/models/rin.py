@@ -8,7 +8,8 @@ latent self-attention layers, and write back::
     latents (B, F, H, W, C) -> tubelet PatchEmbedding (pt x p x p) -> (B, F/pt, N, Dx) + space-time sin-cos
                             -> one group (B, 1, F/pt * N, Dx)
     z = LearnedLatents (B, num_latents, Dl) + LayerNorm(Dense(previous_latents))   (latent self-conditioning)
-    num_blocks x [z reads cond tokens; z reads all patches; k x latent self-attention; patches read z]
+    num_blocks x [z reads cond tokens; z reads all patches; k x latent self-attention; patches read z
+                  (+ optional depthwise 3D conv over the token grid: InterfaceConv)]
     FinalLayer(x, c) -> Unpatchify -> (B, F, H, W, C_out)
 
 Conditioning is read by cross-attention from the timestep / label / text
@@ -45,6 +46,9 @@ class RIN(LatentTokenBackbone):
             of the write step, MLP expansion.
         conditioning, num_classes, text_dim, adaln, num_registers, text_layers,
         self_conditioning, learn_sigma, class_dropout_prob, dtype: as in ``SnapVideo``.
+        interface_conv_kernel: odd kernel side of a depthwise 3D convolution over the tubelet grid
+            after every write step (:class:`InterfaceConv`, the ``conv_kernel_size`` option of the
+            authors' implementation); 0 (default) leaves the interface a pure set, as in the paper.
 
     Inputs and outputs: as ``SnapVideo`` (``previous_latents (B, num_latents,
     latent_dim)`` in, ``{"output", "latents"}`` out with self-conditioning).
@@ -62,6 +66,7 @@ class RIN(LatentTokenBackbone):
         "patch_size", "tubelet_size", "patch_dim", "latent_dim", "num_latents", "num_blocks", "num_latent_layers",
         "num_heads", "patch_num_heads", "mlp_ratio", "conditioning", "num_classes", "text_dim", "adaln",
         "num_registers", "text_layers", "self_conditioning", "learn_sigma", "class_dropout_prob",
+        "interface_conv_kernel",
     )
 
     def __init__(
@@ -86,6 +91,7 @@ class RIN(LatentTokenBackbone):
         self_conditioning=True,
         learn_sigma=False,
         class_dropout_prob=0.0,
+        interface_conv_kernel=0,
         dtype=None,
         **kwargs,
     ):
@@ -93,6 +99,7 @@ class RIN(LatentTokenBackbone):
             self, input_shape, patch_size, tubelet_size, patch_dim, latent_dim, num_blocks, num_latent_layers,
             (1, 1), num_latents, num_heads, patch_num_heads, mlp_ratio, conditioning, num_classes, text_dim, adaln,
             num_registers, text_layers, self_conditioning, learn_sigma, class_dropout_prob, dtype,
+            interface_conv_kernel=interface_conv_kernel,
         )
         arguments = dict(locals())
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)

@@ -34,6 +34,7 @@ from keras import ops
 
 from keras_vdiff.layers.latent_tokens import (
     ConditionTokens,
+    InterfaceConv,
     LatentReadWriteBlock,
     LatentSelfConditioning,
     LearnedLatents,
@@ -80,6 +81,7 @@ def build_latent_token_network(
     class_dropout_prob,
     dtype,
     num_local_layers=0,
+    interface_conv_kernel=0,
 ):
     """Create the layers of a latent-token backbone on ``model`` and return its ``(inputs, outputs)``.
 
@@ -95,6 +97,9 @@ def build_latent_token_network(
     checked_int(latents_per_group, "latents_per_group" if groups != (1, 1) else "num_latents")
     checked_int(num_latent_layers, "num_latent_layers", minimum=0)
     checked_int(num_local_layers, "num_local_layers", minimum=0)
+    checked_int(interface_conv_kernel, "interface_conv_kernel", minimum=0)
+    if interface_conv_kernel % 2 == 0 and interface_conv_kernel:
+        raise ValueError(f"`interface_conv_kernel` must be 0 (off) or odd, got {interface_conv_kernel}.")
     checked_int(num_registers, "num_registers", minimum=0)
     checked_int(text_layers, "text_layers", minimum=0)
     if latent_dim % num_heads:
@@ -128,6 +133,13 @@ def build_latent_token_network(
         )
         for i in range(num_blocks)
     ]
+    if interface_conv_kernel and groups != (1, 1):
+        # A convolution over the whole token grid would let groups see each other before the global step.
+        raise ValueError("`interface_conv_kernel` needs one group (RIN); FiT's groups must stay separate.")
+    model.interface_convs = [
+        InterfaceConv(interface_conv_kernel, grid, name=f"interface_conv_{i}", dtype=dtype)
+        for i in range(num_blocks if interface_conv_kernel else 0)
+    ]
     model.final_layer = FinalLayer(
         tubelet_size * patch_size * patch_size * out_channels, name="final_layer", dtype=dtype
     )
@@ -151,11 +163,14 @@ def build_latent_token_network(
     z = model.learned_latents(timesteps)  # (B, G*L, Dl)
     if self_conditioning:
         z = model.latent_self_conditioning(z, inputs["previous_latents"])
-    for block in model.blocks:
+    for i, block in enumerate(model.blocks):
         if adaln:
             x, z = block(x, z, tokens, token_mask, pooled)
         else:
             x, z = block(x, z, tokens, token_mask)
+        if model.interface_convs:  # one group: (B, 1, F'*N, Dx) <-> (B, F', N, Dx) is a reshape
+            x = ops.reshape(x, (-1, token_frames, grid[0] * grid[1], patch_dim))
+            x = ops.reshape(model.interface_convs[i](x), (-1, 1, token_frames * grid[0] * grid[1], patch_dim))
     x = ungroup_patches(x, token_frames, grid, groups)  # (B, F', N, Dx)
     prediction = model.unpatchify(model.final_layer(x, pooled))
     outputs = {"output": prediction, "latents": z} if self_conditioning else prediction

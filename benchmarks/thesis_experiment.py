@@ -34,13 +34,15 @@ MODELS = ("gentron", "latte_v1", "latte_v2", "latte_v3", "snapvideo_v1", "snapvi
 
 
 def build_backbone(name, input_shape, text_dim, width=96, fit_groups=4, fit_latents_per_group=8,
-                   latent_patch_dim=None, latent_blocks=2, latent_layers=2, rin_conv_kernel=0):
+                   latent_patch_dim=None, latent_blocks=2, latent_layers=2, rin_conv_kernel=0,
+                   rin_locality=False):
     """A tiny text-conditional backbone of family ``name`` for ``input_shape`` (F, H, W, C).
 
     ``fit_groups`` and ``fit_latents_per_group`` set SnapVideo-FiT's grouping (the ablations of issue 5).
     ``latent_patch_dim`` (default ``width // 2``), ``latent_blocks`` and ``latent_layers`` set the patch-stream
     width, the read / process / write blocks and the latent self-attention layers per block of SnapVideo
-    and RIN; ``rin_conv_kernel`` RIN's depthwise convolution of the interface (0: off).
+    and RIN; ``rin_conv_kernel`` RIN's depthwise convolution of the interface (0: off), ``rin_locality`` its
+    soft locality prior on reads and writes.
     """
     from keras_vdiff.models.gentron import GenTron
     from keras_vdiff.models.latte import Latte
@@ -63,8 +65,8 @@ def build_backbone(name, input_shape, text_dim, width=96, fit_groups=4, fit_late
     if name == "rin":
         from keras_vdiff.models.rin import RIN
 
-        return RIN(patch_size=4, tubelet_size=2, num_latents=32, interface_conv_kernel=rin_conv_kernel, **latent,
-                   **common)
+        return RIN(patch_size=4, tubelet_size=2, num_latents=32, interface_conv_kernel=rin_conv_kernel,
+                   latent_locality=rin_locality, **latent, **common)
     if name == "video_dit":
         return VideoDiT(patch_size=4, hidden_dim=width, num_layers=2, num_heads=4, text_mode="cross", **common)
     raise ValueError(f"Unknown model {name!r}; valid: {', '.join(MODELS)}.")
@@ -82,7 +84,8 @@ def run_model(name, args, data, real_videos):
     encoder = SmallTextEncoder.from_texts(training.all_captions(), **training.TINY_MOVING_MNIST["text_encoder"])
     backbone = build_backbone(name, (args.frames, args.size, args.size, 1), encoder.hidden_dim, args.width,
                               args.fit_groups, args.fit_latents_per_group, args.latent_patch_dim,
-                              args.latent_blocks, args.latent_layers, args.rin_conv_kernel)
+                              args.latent_blocks, args.latent_layers, args.rin_conv_kernel,
+                              args.rin_locality)
     process = GaussianDiffusion(**dict(training.TINY_MOVING_MNIST["process"], learn_sigma=False))
     model = VideoDiffusion(backbone, process, text_encoder=encoder, seed=args.seed)
     print(f"\n=== {name}: {backbone.describe()}", flush=True)
@@ -115,8 +118,9 @@ def markdown(rows, args):
            if any(r["model"].startswith("snapvideo") for r in rows) else "")
         + (f"; SnapVideo / RIN patch stream {args.latent_patch_dim or args.width // 2} wide, {args.latent_blocks} "
            f"blocks x {args.latent_layers} latent layers"
-           + (f"; RIN interface conv {args.rin_conv_kernel}x{args.rin_conv_kernel}x{args.rin_conv_kernel}."
-              if args.rin_conv_kernel and any(r["model"] == "rin" for r in rows) else ".")
+           + (f"; RIN interface conv {args.rin_conv_kernel}x{args.rin_conv_kernel}x{args.rin_conv_kernel}"
+              if args.rin_conv_kernel and any(r["model"] == "rin" for r in rows) else "")
+           + ("; RIN locality prior." if args.rin_locality and any(r["model"] == "rin" for r in rows) else ".")
            if any(r["model"].startswith(("snapvideo", "rin")) for r in rows) else "."),
         "",
         "| model | params | steps | train s | loss | cond. acc. | digit | motion | Frechet (clf) | motion ratio | videos/s |",
@@ -149,6 +153,8 @@ def main(argv=None):
                         help="SnapVideo / RIN: latent self-attention layers per block")
     parser.add_argument("--rin-conv-kernel", type=int, default=0,
                         help="RIN: kernel of the depthwise 3D convolution of the interface after each write (0: off)")
+    parser.add_argument("--rin-locality", action="store_true",
+                        help="RIN: soft locality prior on the read / write attention (LatentLocalityBias)")
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--num-videos", type=int, default=6000)
     parser.add_argument("--samples-per-caption", type=int, default=2)

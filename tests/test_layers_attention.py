@@ -6,9 +6,11 @@ from keras_vdiff.layers import Attention, JointAttention
 from conftest import to_numpy
 
 
-def _np_softmax_attention(q, k, v, mask=None):
-    # q (B, N, H, Dh), k/v (B, M, H, Dh); mask (B, M) with 1 = attend.
+def _np_softmax_attention(q, k, v, mask=None, bias=None):
+    # q (B, N, H, Dh), k/v (B, M, H, Dh); mask (B, M) with 1 = attend; bias broadcastable to (B, H, N, M).
     logits = np.einsum("bnhd,bmhd->bhnm", q, k) / np.sqrt(q.shape[-1])
+    if bias is not None:
+        logits = logits + bias
     if mask is not None:
         logits = np.where(mask[:, None, None, :] > 0, logits, -np.inf)
     logits -= logits.max(-1, keepdims=True)
@@ -17,7 +19,7 @@ def _np_softmax_attention(q, k, v, mask=None):
     return np.einsum("bhnm,bmhd->bnhd", w, v)
 
 
-def _np_attention_layer(layer, x, context, mask=None):
+def _np_attention_layer(layer, x, context, mask=None, bias=None):
     def dense(d, inp):
         return inp @ to_numpy(d.kernel) + to_numpy(d.bias)
 
@@ -26,7 +28,7 @@ def _np_attention_layer(layer, x, context, mask=None):
     q = dense(layer.query, x).reshape(b, n, h, dh)
     k = dense(layer.key, context).reshape(b, context.shape[1], h, dh)
     v = dense(layer.value, context).reshape(b, context.shape[1], h, dh)
-    out = _np_softmax_attention(q, k, v, mask).reshape(b, n, h * dh)
+    out = _np_softmax_attention(q, k, v, mask, bias).reshape(b, n, h * dh)
     return dense(layer.output_projection, out)
 
 
@@ -47,6 +49,24 @@ def test_cross_attention_with_padding_mask_equals_reference_and_ignores_padded_k
     changed = text.copy()
     changed[mask == 0] = 100.0 * np.random.randn(int((mask == 0).sum()), 10)
     np.testing.assert_allclose(to_numpy(layer(x, context=changed, mask=mask)), got, atol=1e-5)
+
+
+def test_logit_bias_equals_reference_and_a_large_negative_bias_excludes_keys():
+    x = np.random.randn(2, 4, 8).astype("float32")
+    text = np.random.randn(2, 6, 10).astype("float32")
+    bias = np.random.default_rng(3).standard_normal((1, 2, 4, 6)).astype("float32")  # per head, query, key
+    layer = Attention(num_heads=2, head_dim=4)
+    got = to_numpy(layer(x, context=text, bias=bias))
+    np.testing.assert_allclose(got, _np_attention_layer(layer, x, text, bias=bias), atol=1e-5)
+    assert np.abs(got - to_numpy(layer(x, context=text))).max() > 1e-4
+    blocked = np.zeros((1, 1, 4, 6), "float32")
+    blocked[..., 3:] = -1e4  # keys 3-5 get weight exp(-1e4) = 0
+    changed = text.copy()
+    changed[:, 3:] = 100.0 * np.random.randn(2, 3, 10)
+    np.testing.assert_allclose(to_numpy(layer(x, context=changed, bias=blocked)),
+                               to_numpy(layer(x, context=text, bias=blocked)), atol=1e-5)
+    with pytest.raises(ValueError, match="either `mask` or `bias`"):
+        layer(x, context=text, bias=bias, mask=np.ones((2, 6), "float32"))
 
 
 def test_fully_masked_context_contributes_exactly_zero():

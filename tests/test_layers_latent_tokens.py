@@ -6,6 +6,7 @@ from keras_vdiff.layers.attention import Attention
 from keras_vdiff.layers.latent_tokens import (
     ConditionTokens,
     InterfaceConv,
+    LatentLocalityBias,
     LatentReadWriteBlock,
     LatentSelfConditioning,
     LearnedLatents,
@@ -311,3 +312,60 @@ def test_interface_convolution_is_a_depthwise_3d_correlation_then_norm_silu_and_
             InterfaceConv(**kwargs)
     with pytest.raises(ValueError, match="tokens per frame"):
         InterfaceConv(3, (3, 3))(tokens)
+
+
+def test_locality_bias_is_minus_strength_times_squared_anchor_distance():
+    frames, rows, cols, latents = 3, 4, 4, 8
+    layer = LatentLocalityBias(latents, (rows, cols), frames, num_heads=2, patch_num_heads=1, initial_strength=0.5)
+    assert layer.anchor_grid == (2, 2)  # the largest square of anchors dividing 8 latents: 2 latents per anchor
+    read, write = (to_numpy(t) for t in layer(np.zeros((1,), "float32")))
+    assert read.shape == (1, 2, latents, frames * rows * cols) and write.shape == (1, 1, frames * rows * cols, latents)
+    # Loop reference: anchors at the centres of the 2x2 quadrants, (0.5, 0.5), (0.5, 2.5), (2.5, 0.5), (2.5, 2.5).
+    centres = [(0.5, 0.5), (0.5, 2.5), (2.5, 0.5), (2.5, 2.5)]
+    expected = np.zeros((latents, frames * rows * cols), "float32")
+    for latent in range(latents):
+        cy, cx = centres[latent // 2]
+        for token in range(frames * rows * cols):
+            y, x = divmod(token % (rows * cols), cols)  # tokens ordered (frame, row, col)
+            expected[latent, token] = -0.5 * ((y - cy) ** 2 + (x - cx) ** 2)
+    np.testing.assert_allclose(read[0, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(read[0, 1], expected, rtol=1e-6)
+    np.testing.assert_allclose(write[0, 0], expected.T, rtol=1e-6)
+    layer.read_log_strength.assign(np.log(np.array([2.0, 0.0 + 1e-30], "float32")))  # head 2: (almost) no prior
+    read, _ = (to_numpy(t) for t in layer(np.zeros((1,), "float32")))
+    np.testing.assert_allclose(read[0, 0], 4 * expected, rtol=1e-5)
+    assert np.abs(read[0, 1]).max() < 1e-20
+    config = layer.get_config()
+    assert LatentLocalityBias.from_config(config).get_config() == config
+    for kwargs, match in ((dict(num_latents=6, anchor_grid=(2, 2)), "multiple"), (dict(anchor_grid=(2, 0)), "anchor_grid"),
+                          (dict(initial_strength=0.0), "initial_strength"), (dict(grid_size=(4,)), "grid_size")):
+        with pytest.raises(ValueError, match=match):
+            LatentLocalityBias(**dict(dict(num_latents=8, grid_size=(4, 4), frames=3, num_heads=2, patch_num_heads=1),
+                                      **kwargs))
+
+
+def test_a_strong_locality_bias_keeps_a_latent_reading_its_own_region():
+    # One group of 3 frames x 4x4 tokens, 8 latents on 2x2 anchors. With a strong prior the latents anchored in
+    # the top-left quadrant do not see a change in the bottom-right quadrant; without it they do.
+    frames, rows, cols, latents = 3, 4, 4, 8
+    block = LatentReadWriteBlock(DX, DL, latents, HEADS, patch_num_heads=2, num_latent_layers=0,
+                                 condition_attention=False)
+    block.build((1, 1, frames * rows * cols, DX), (1, latents, DL))
+    _randomise(block, seed=6)
+    bias = LatentLocalityBias(latents, (rows, cols), frames, HEADS, 2, initial_strength=50.0)
+    read_bias, write_bias = bias(np.zeros((1,), "float32"))
+    rng = np.random.default_rng(7)
+    patches = rng.standard_normal((1, 1, frames * rows * cols, DX)).astype("float32")
+    z = rng.standard_normal((1, latents, DL)).astype("float32")
+    changed = patches.reshape(1, 1, frames, rows, cols, DX).copy()
+    changed[:, :, :, 2:, 2:] += 3.0 * rng.standard_normal((frames, 2, 2, DX))  # bottom-right quadrant, all frames
+    changed = changed.reshape(patches.shape)
+    for biased in (True, False):
+        kwargs = dict(read_bias=read_bias, write_bias=write_bias) if biased else {}
+        _, before = block(patches, z, **kwargs)
+        _, after = block(changed, z, **kwargs)
+        moved = np.abs(to_numpy(after) - to_numpy(before)).max(axis=-1)[0]  # per latent
+        if biased:
+            assert moved[:2].max() < 1e-4 and moved[6:].min() > 1e-2  # top-left latents 0-1 vs bottom-right 6-7
+        else:
+            assert moved.min() > 1e-2

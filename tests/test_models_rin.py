@@ -58,6 +58,27 @@ def test_interface_convolution_starts_as_the_identity_and_then_mixes_neighbourin
     assert np.abs(out - ref).max() > 1e-3
 
 
+def test_locality_prior_keeps_a_far_change_from_the_latents_anchored_elsewhere():
+    # 16 latents on the 4x4 tubelet grid (one anchor each). With a strong prior and no latent self-attention,
+    # a change in the top-left tubelet column reaches the latent anchored there but hardly the one anchored
+    # in the opposite corner; without the prior every latent reads it.
+    for locality in (True, False):
+        model = RIN(**dict(TINY, num_latent_layers=0, num_blocks=1, latent_locality=locality))
+        randomise(model)
+        if locality:
+            model.locality_biases[0].read_log_strength.assign(np.full((TINY["num_heads"],), np.log(50.0), "float32"))
+        inputs = model_inputs(model, seed=1, previous="random")
+        _, lat = outputs(model, inputs)
+        changed = dict(inputs, latents=inputs["latents"].copy())
+        changed["latents"][:, :, :2, :2] += np.random.default_rng(5).standard_normal((2, FRAMES, 2, 2, CHANNELS))
+        _, lat2 = outputs(model, changed)
+        moved = np.abs(lat2 - lat).max(axis=(0, 2))  # per latent
+        if locality:
+            assert moved[0] > 1e-3 and moved[15] < 1e-4 * moved[0]
+        else:
+            assert moved.min() > 1e-3
+
+
 def test_self_conditioning_changes_the_output_and_zero_latents_add_nothing():
     check_self_conditioning(RIN(**TINY))
 
@@ -67,7 +88,7 @@ def test_trains_with_fit_and_samples_with_guidance_carrying_latents():
 
 
 def test_config_and_preset_round_trip(tmp_path):
-    model = RIN(**dict(TINY, **TEXT, adaln=True, interface_conv_kernel=3))
+    model = RIN(**dict(TINY, **TEXT, adaln=True, interface_conv_kernel=3, latent_locality=True))
     randomise(model)
     inputs = model_inputs(model, previous="random")
     ref, ref_latents = outputs(model, inputs)
@@ -86,7 +107,8 @@ def test_presets_parameter_counts_and_bad_arguments():
             thesis["num_blocks"]) == (2, 768, 1024, 4, 5)
     base = registry.get_preset("rin_base")["config"]
     assert base["num_latents"] == 256 and base["num_latent_layers"] == 4 and base["self_conditioning"]
-    for config in (TINY, dict(TINY, **TEXT, learn_sigma=True), dict(TINY, interface_conv_kernel=3)):
+    for config in (TINY, dict(TINY, **TEXT, learn_sigma=True), dict(TINY, interface_conv_kernel=3),
+                   dict(TINY, latent_locality=True)):
         model = RIN(**config)
         expected = latent_token_parameters(config, tubelet_size=config["tubelet_size"],
                                            num_latents=config["num_latents"])
@@ -100,6 +122,7 @@ def test_presets_parameter_counts_and_bad_arguments():
         (dict(conditioning="image"), "conditioning"),
         (dict(interface_conv_kernel=2), "interface_conv_kernel"),
         (dict(interface_conv_kernel=-1), "interface_conv_kernel"),
+        (dict(latent_locality="yes"), "latent_locality"),
     ):
         with pytest.raises(ValueError, match=match):
             RIN(**dict(TINY, **bad))

@@ -229,6 +229,8 @@ def latent_token_parameters(config, tubelet_size=1, num_latents=None):
     kc = c.get("interface_conv_kernel", 0)
     if kc:  # RIN's interface convolution: depthwise kernel + bias, GroupNorm, pointwise
         block += kc**3 * dx + dx + norm(dx) + dense(dx, dx)
+    if c.get("latent_locality"):  # RIN's locality prior: one learned strength per read head and per write head
+        block += c["num_heads"] + c.get("patch_num_heads", c["num_heads"])
     out_channels = ch * (2 if c["learn_sigma"] else 1)
     p = c["patch_size"]
     total = dense(tubelet_size * p * p * ch, dx) + c["num_blocks"] * block

@@ -43,6 +43,7 @@ from keras_vdiff.layers.unet_blocks import (
 from keras_vdiff.layers.latent_tokens import (
     ConditionTokens,
     InterfaceConv,
+    LatentLocalityBias,
     LatentReadWriteBlock,
     LatentSelfConditioning,
     LearnedLatents,

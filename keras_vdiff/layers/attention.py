@@ -56,7 +56,9 @@ class Attention(keras.layers.Layer):
 
     Call:
         ``x (B, N, D)``, ``context (B, M, Dc)`` or None, ``mask`` ``(B, M)`` or
-        ``(B, N, M)`` with 1 = attend, ``rope`` angles ``(N, head_dim/2)`` (self-attention only).
+        ``(B, N, M)`` with 1 = attend, ``rope`` angles ``(N, head_dim/2)`` (self-attention only),
+        ``bias`` added to the attention logits, broadcastable to ``(B, num_heads, N, M)``
+        (e.g. a distance prior; not together with ``mask``).
 
     Example:
         >>> attn = Attention(num_heads=4, head_dim=16)
@@ -104,7 +106,7 @@ class Attention(keras.layers.Layer):
     def compute_mask(self, *args, **kwargs):
         return None
 
-    def build(self, x_shape, context_shape=None, mask_shape=None, rope_shape=None):
+    def build(self, x_shape, context_shape=None, mask_shape=None, rope_shape=None, bias_shape=None):
         context_shape = context_shape or x_shape
         self.query.build(x_shape)
         self.key.build(context_shape)
@@ -134,7 +136,9 @@ class Attention(keras.layers.Layer):
             q, k = self.query_norm(q), self.key_norm(k)
         return q, k, v
 
-    def call(self, x, context=None, mask=None, rope=None, training=None):
+    def call(self, x, context=None, mask=None, rope=None, bias=None, training=None):
+        if mask is not None and bias is not None:
+            raise ValueError("Pass either `mask` or `bias` to Attention, not both.")
         is_self = context is None
         context = x if is_self else context
         q, k, v = self.project_qkv(x, context)
@@ -145,14 +149,16 @@ class Attention(keras.layers.Layer):
         has_key = None
         if mask is not None:
             mask, has_key = _broadcast_mask(mask, ops.shape(x)[1])
-        out = ops.dot_product_attention(q, k, v, mask=mask)
+        if bias is not None:
+            bias = ops.cast(bias, q.dtype)
+        out = ops.dot_product_attention(q, k, v, bias=bias, mask=mask)
         out = ops.reshape(out, (ops.shape(x)[0], ops.shape(x)[1], self.num_heads * self.head_dim))
         out = self.output_projection(out)
         if has_key is not None:
             out = out * ops.cast(has_key, out.dtype)
         return self.dropout_layer(out, training=training)
 
-    def compute_output_shape(self, x_shape, context_shape=None, mask_shape=None, rope_shape=None):
+    def compute_output_shape(self, x_shape, context_shape=None, mask_shape=None, rope_shape=None, bias_shape=None):
         return tuple(x_shape[:-1]) + (self.output_dim or x_shape[-1],)
 
     def get_config(self):

@@ -263,6 +263,110 @@ class InterfaceConv(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class LatentLocalityBias(keras.layers.Layer):
+    """A soft, learned locality prior for the read and write steps of ungrouped latents.
+
+    FiT's groups make reads and writes local by construction; RIN's latents
+    start with near-uniform attention over the whole video and must learn
+    where to look. This layer gives every latent a spatial *anchor* on an
+    ``anchor_grid`` laid evenly over the per-frame token grid (consecutive
+    latents share an anchor; anchors span all frames, like FiT's regions) and
+    biases the attention logits of both steps by ``-strength_h * d^2``, with
+    ``d`` the distance, in token cells, between a latent's anchor and a token,
+    and ``strength_h = exp(log_strength_h)`` learned per head and step. A
+    strength of 0 is RIN's uniform start; the prior is soft, so a head can
+    learn to look further. This is keras_vdiff's addition, not part of RIN or FiT.
+
+    Args:
+        num_latents: latents ``L`` (a multiple of the anchor count).
+        grid_size: ``(rows, cols)`` of the per-frame token grid.
+        frames: token frames (tubelets) ``F``; tokens are ordered ``(frame, row, col)``.
+        num_heads: heads of the read step; ``patch_num_heads``: heads of the write step.
+        anchor_grid: ``(anchor_rows, anchor_cols)``; default the largest square ``s x s`` with
+            ``s <= min(rows, cols)`` and ``s * s`` dividing ``num_latents``.
+        initial_strength: starting ``strength`` (1.0: a token one cell away gets ``e^-1`` of the weight).
+
+    Call:
+        ``reference`` (any tensor) -> ``(read_bias (1, num_heads, L, F*rows*cols),
+        write_bias (1, patch_num_heads, F*rows*cols, L))``.
+
+    Example:
+        >>> bias = LatentLocalityBias(32, (4, 4), frames=5, num_heads=4, patch_num_heads=2)
+        >>> read, write = bias(keras.ops.zeros((1,)))
+        >>> read.shape, write.shape
+        ((1, 4, 32, 80), (1, 2, 80, 32))
+    """
+
+    def __init__(self, num_latents, grid_size, frames, num_heads, patch_num_heads, anchor_grid=None,
+                 initial_strength=1.0, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("num_latents", num_latents), ("frames", frames), ("num_heads", num_heads),
+                            ("patch_num_heads", patch_num_heads)):
+            _check_positive(name, value)
+        grid_size = tuple(grid_size)
+        if len(grid_size) != 2:
+            raise ValueError(f"`grid_size` must be (rows, cols), got {grid_size!r}.")
+        for value in grid_size:
+            _check_positive("grid_size", value)
+        if anchor_grid is None:
+            side = max(s for s in range(1, min(grid_size) + 1) if num_latents % (s * s) == 0)
+            anchor_grid = (side, side)
+        anchor_grid = tuple(anchor_grid)
+        if len(anchor_grid) != 2 or not all(isinstance(v, int) and v > 0 for v in anchor_grid):
+            raise ValueError(f"`anchor_grid` must be a pair of positive ints, got {anchor_grid!r}.")
+        if num_latents % (anchor_grid[0] * anchor_grid[1]):
+            raise ValueError(f"`num_latents`={num_latents} must be a multiple of the {anchor_grid[0]}x"
+                             f"{anchor_grid[1]} anchors of `anchor_grid`.")
+        if not initial_strength > 0:
+            raise ValueError(f"`initial_strength` must be positive, got {initial_strength!r}.")
+        self.num_latents = num_latents
+        self.grid_size = grid_size
+        self.frames = frames
+        self.num_heads = num_heads
+        self.patch_num_heads = patch_num_heads
+        self.anchor_grid = anchor_grid
+        self.initial_strength = float(initial_strength)
+        self.squared_distances = self.anchor_distances()
+
+    def anchor_distances(self):
+        """``(L, F*rows*cols)`` float32: squared distance, in token cells, of each latent's anchor to each token."""
+        rows, cols = self.grid_size
+        ar, ac = self.anchor_grid
+        per_anchor = self.num_latents // (ar * ac)
+        anchor = np.arange(self.num_latents) // per_anchor
+        # Anchor centres spread evenly over the grid, in token coordinates (0 .. rows - 1).
+        ay = ((anchor // ac) + 0.5) * rows / ar - 0.5
+        ax = ((anchor % ac) + 0.5) * cols / ac - 0.5
+        ty, tx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        d2 = (ay[:, None] - ty.reshape(-1)[None]) ** 2 + (ax[:, None] - tx.reshape(-1)[None]) ** 2
+        return np.tile(d2, (1, self.frames)).astype("float32")  # tokens ordered (frame, row, col)
+
+    def build(self, reference_shape=None):
+        init = keras.initializers.Constant(float(np.log(self.initial_strength)))
+        self.read_log_strength = self.add_weight(name="read_log_strength", shape=(self.num_heads,), initializer=init)
+        self.write_log_strength = self.add_weight(name="write_log_strength", shape=(self.patch_num_heads,),
+                                                  initializer=init)
+        self.built = True
+
+    def call(self, reference):
+        d2 = ops.convert_to_tensor(self.squared_distances)
+        read = -ops.exp(self.read_log_strength)[:, None, None] * d2[None]
+        write = -ops.exp(self.write_log_strength)[:, None, None] * ops.transpose(d2)[None]
+        return ops.cast(read[None], self.compute_dtype), ops.cast(write[None], self.compute_dtype)
+
+    def compute_output_shape(self, reference_shape=None):
+        tokens = self.frames * self.grid_size[0] * self.grid_size[1]
+        return (1, self.num_heads, self.num_latents, tokens), (1, self.patch_num_heads, tokens, self.num_latents)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_latents=self.num_latents, grid_size=list(self.grid_size), frames=self.frames,
+                      num_heads=self.num_heads, patch_num_heads=self.patch_num_heads,
+                      anchor_grid=list(self.anchor_grid), initial_strength=self.initial_strength)
+        return config
+
+
 # ---------------------------------------------------------------------------------------------
 # Learned latents and latent self-conditioning.
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +615,8 @@ class PreNormResidual(keras.layers.Layer):
         self.modulation = None
         self.context_norm_layer = _norm("context_norm") if context_norm else None
 
-    def build(self, x_shape, condition_shape=None, context_shape=None, context_mask_shape=None):
+    def build(self, x_shape, condition_shape=None, context_shape=None, context_mask_shape=None,
+              attention_bias_shape=None):
         self.norm.build(x_shape)
         if self.adaln:
             self.modulation = AdaLNModulation(x_shape[-1], 3, name="modulation", dtype=self.dtype_policy)
@@ -524,7 +629,7 @@ class PreNormResidual(keras.layers.Layer):
             self.inner.build(x_shape)
         self.built = True
 
-    def call(self, x, condition=None, context=None, context_mask=None):
+    def call(self, x, condition=None, context=None, context_mask=None, attention_bias=None):
         h = _normed(self.norm, x)
         if self.adaln:
             if condition is None:
@@ -534,7 +639,7 @@ class PreNormResidual(keras.layers.Layer):
         if isinstance(self.inner, Attention):
             if context is not None and self.context_norm_layer is not None:
                 context = _normed(self.context_norm_layer, context)
-            out = self.inner(h, context=context, mask=context_mask)
+            out = self.inner(h, context=context, mask=context_mask, bias=attention_bias)
         else:
             out = self.inner(h)
         if self.adaln:
@@ -580,7 +685,9 @@ class LatentReadWriteBlock(keras.layers.Layer):
 
     Call:
         ``patches (B, G, P, Dx)``, ``latents (B, G*L, Dl)``, ``condition_tokens (B, M, Dc)``,
-        ``condition_mask (B, M)``, ``pooled_condition (B, Dp)`` (with ``use_adaln``) ->
+        ``condition_mask (B, M)``, ``pooled_condition (B, Dp)`` (with ``use_adaln``), optional
+        attention-logit biases ``read_bias (1, num_heads, L, P)`` and ``write_bias
+        (1, patch_num_heads, P, L)`` (the same for every group; :class:`LatentLocalityBias`) ->
         ``(patches (B, G, P, Dx), latents (B, G*L, Dl))``.
 
     Example:
@@ -668,7 +775,7 @@ class LatentReadWriteBlock(keras.layers.Layer):
         self.write_mlp = residual("write_ff", mlp("write", patch_dim))
 
     def build(self, patches_shape, latents_shape=None, condition_tokens_shape=None, condition_mask_shape=None,
-              pooled_condition_shape=None):
+              pooled_condition_shape=None, read_bias_shape=None, write_bias_shape=None):
         pooled = pooled_condition_shape or (None, self.latent_dim)
         latent_shape = (None, None, self.latent_dim)
         patch_shape = (None, None, self.patch_dim)
@@ -700,7 +807,7 @@ class LatentReadWriteBlock(keras.layers.Layer):
             x = mlp(attention(x))
         return ops.reshape(x, (-1, groups, tokens, self.patch_dim))
 
-    def read(self, patches, latents):
+    def read(self, patches, latents, bias=None):
         """Step 2: every group's latents read that group's patch tokens (groups folded into the batch).
 
         ``patches (B, G, P, Dx)``, ``latents (B, G*L, Dl)`` -> latents ``(B, G*L, Dl)``.
@@ -708,10 +815,10 @@ class LatentReadWriteBlock(keras.layers.Layer):
         groups, tokens = patches.shape[1], patches.shape[2]
         context = ops.reshape(patches, (-1, tokens, self.patch_dim))
         z = ops.reshape(latents, (-1, self.latents_per_group, self.latent_dim))
-        z = self.read_mlp(self.read_cross(z, context=context))
+        z = self.read_mlp(self.read_cross(z, context=context, attention_bias=bias))
         return ops.reshape(z, (-1, groups * self.latents_per_group, self.latent_dim))
 
-    def write(self, patches, latents):
+    def write(self, patches, latents, bias=None):
         """Step 4: every group's patch tokens read from that group's latents, added residually.
 
         ``patches (B, G, P, Dx)``, ``latents (B, G*L, Dl)`` -> patches ``(B, G, P, Dx)``.
@@ -719,10 +826,11 @@ class LatentReadWriteBlock(keras.layers.Layer):
         groups, tokens = patches.shape[1], patches.shape[2]
         x = ops.reshape(patches, (-1, tokens, self.patch_dim))
         context = ops.reshape(latents, (-1, self.latents_per_group, self.latent_dim))
-        x = self.write_mlp(self.write_cross(x, context=context))
+        x = self.write_mlp(self.write_cross(x, context=context, attention_bias=bias))
         return ops.reshape(x, (-1, groups, tokens, self.patch_dim))
 
-    def call(self, patches, latents, condition_tokens=None, condition_mask=None, pooled_condition=None):
+    def call(self, patches, latents, condition_tokens=None, condition_mask=None, pooled_condition=None,
+             read_bias=None, write_bias=None):
         if len(patches.shape) != 4:
             raise ValueError(f"`patches` must be grouped as (batch, groups, tokens, dim), got shape {patches.shape}.")
         expected = patches.shape[1] * self.latents_per_group
@@ -740,10 +848,10 @@ class LatentReadWriteBlock(keras.layers.Layer):
             latents = self.condition_cross(latents, context=condition_tokens, context_mask=condition_mask)
             latents = self.condition_mlp(latents, c)
         patches = self.local(patches)
-        latents = self.read(patches, latents)
+        latents = self.read(patches, latents, read_bias)
         for attention, mlp in zip(self.latent_attentions, self.latent_mlps):
             latents = mlp(attention(latents, c), c)
-        return self.write(patches, latents), latents
+        return self.write(patches, latents, write_bias), latents
 
     def compute_output_shape(self, patches_shape, latents_shape=None, *args, **kwargs):
         return tuple(patches_shape), tuple(latents_shape)

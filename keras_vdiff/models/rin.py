@@ -10,6 +10,7 @@ latent self-attention layers, and write back::
     z = LearnedLatents (B, num_latents, Dl) + LayerNorm(Dense(previous_latents))   (latent self-conditioning)
     num_blocks x [z reads cond tokens; z reads all patches; k x latent self-attention; patches read z
                   (+ optional depthwise 3D conv over the token grid: InterfaceConv)]
+                  (+ optional soft locality prior on the read / write logits: LatentLocalityBias)
     FinalLayer(x, c) -> Unpatchify -> (B, F, H, W, C_out)
 
 Conditioning is read by cross-attention from the timestep / label / text
@@ -49,6 +50,9 @@ class RIN(LatentTokenBackbone):
         interface_conv_kernel: odd kernel side of a depthwise 3D convolution over the tubelet grid
             after every write step (:class:`InterfaceConv`, the ``conv_kernel_size`` option of the
             authors' implementation); 0 (default) leaves the interface a pure set, as in the paper.
+        latent_locality: bias every block's read and write attention towards each latent's spatial
+            anchor (:class:`LatentLocalityBias`, learned strength; keras_vdiff's addition, a soft form
+            of FiT's groups). Off by default: RIN as published.
 
     Inputs and outputs: as ``SnapVideo`` (``previous_latents (B, num_latents,
     latent_dim)`` in, ``{"output", "latents"}`` out with self-conditioning).
@@ -66,7 +70,7 @@ class RIN(LatentTokenBackbone):
         "patch_size", "tubelet_size", "patch_dim", "latent_dim", "num_latents", "num_blocks", "num_latent_layers",
         "num_heads", "patch_num_heads", "mlp_ratio", "conditioning", "num_classes", "text_dim", "adaln",
         "num_registers", "text_layers", "self_conditioning", "learn_sigma", "class_dropout_prob",
-        "interface_conv_kernel",
+        "interface_conv_kernel", "latent_locality",
     )
 
     def __init__(
@@ -92,6 +96,7 @@ class RIN(LatentTokenBackbone):
         learn_sigma=False,
         class_dropout_prob=0.0,
         interface_conv_kernel=0,
+        latent_locality=False,
         dtype=None,
         **kwargs,
     ):
@@ -99,7 +104,7 @@ class RIN(LatentTokenBackbone):
             self, input_shape, patch_size, tubelet_size, patch_dim, latent_dim, num_blocks, num_latent_layers,
             (1, 1), num_latents, num_heads, patch_num_heads, mlp_ratio, conditioning, num_classes, text_dim, adaln,
             num_registers, text_layers, self_conditioning, learn_sigma, class_dropout_prob, dtype,
-            interface_conv_kernel=interface_conv_kernel,
+            interface_conv_kernel=interface_conv_kernel, latent_locality=latent_locality,
         )
         arguments = dict(locals())
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)

@@ -35,6 +35,7 @@ from keras import ops
 from keras_vdiff.layers.latent_tokens import (
     ConditionTokens,
     InterfaceConv,
+    LatentLocalityBias,
     LatentReadWriteBlock,
     LatentSelfConditioning,
     LearnedLatents,
@@ -82,6 +83,7 @@ def build_latent_token_network(
     dtype,
     num_local_layers=0,
     interface_conv_kernel=0,
+    latent_locality=False,
 ):
     """Create the layers of a latent-token backbone on ``model`` and return its ``(inputs, outputs)``.
 
@@ -104,7 +106,8 @@ def build_latent_token_network(
     checked_int(text_layers, "text_layers", minimum=0)
     if latent_dim % num_heads:
         raise ValueError(f"`latent_dim`={latent_dim} must be divisible by `num_heads`={num_heads}.")
-    for name, value in (("adaln", adaln), ("self_conditioning", self_conditioning), ("learn_sigma", learn_sigma)):
+    for name, value in (("adaln", adaln), ("self_conditioning", self_conditioning), ("learn_sigma", learn_sigma),
+                        ("latent_locality", latent_locality)):
         _check_bool(name, value)
     grid = (height // patch_size, width // patch_size)
     groups = group_grid(groups, grid)
@@ -140,6 +143,13 @@ def build_latent_token_network(
         InterfaceConv(interface_conv_kernel, grid, name=f"interface_conv_{i}", dtype=dtype)
         for i in range(num_blocks if interface_conv_kernel else 0)
     ]
+    if latent_locality and groups != (1, 1):
+        raise ValueError("`latent_locality` is a soft replacement for FiT's groups: it needs one group (RIN).")
+    model.locality_biases = [
+        LatentLocalityBias(num_latents, grid, token_frames, num_heads, patch_num_heads or num_heads,
+                           name=f"locality_bias_{i}", dtype=dtype)
+        for i in range(num_blocks if latent_locality else 0)
+    ]
     model.final_layer = FinalLayer(
         tubelet_size * patch_size * patch_size * out_channels, name="final_layer", dtype=dtype
     )
@@ -164,10 +174,13 @@ def build_latent_token_network(
     if self_conditioning:
         z = model.latent_self_conditioning(z, inputs["previous_latents"])
     for i, block in enumerate(model.blocks):
+        biases = {}
+        if model.locality_biases:
+            biases["read_bias"], biases["write_bias"] = model.locality_biases[i](timesteps)
         if adaln:
-            x, z = block(x, z, tokens, token_mask, pooled)
+            x, z = block(x, z, tokens, token_mask, pooled, **biases)
         else:
-            x, z = block(x, z, tokens, token_mask)
+            x, z = block(x, z, tokens, token_mask, **biases)
         if model.interface_convs:  # one group: (B, 1, F'*N, Dx) <-> (B, F', N, Dx) is a reshape
             x = ops.reshape(x, (-1, token_frames, grid[0] * grid[1], patch_dim))
             x = ops.reshape(model.interface_convs[i](x), (-1, 1, token_frames * grid[0] * grid[1], patch_dim))

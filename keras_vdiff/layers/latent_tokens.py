@@ -72,6 +72,15 @@ def _check_positive(name, value):
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
+def _checked_grid_size(grid_size):
+    grid_size = tuple(grid_size)
+    if len(grid_size) != 2:
+        raise ValueError(f"`grid_size` must be (rows, cols), got {grid_size!r}.")
+    for value in grid_size:
+        _check_positive("grid_size", value)
+    return grid_size
+
+
 # ---------------------------------------------------------------------------------------------
 # Grouping (FiT): spatial regions spanning all frames.
 # ---------------------------------------------------------------------------------------------
@@ -202,11 +211,7 @@ class InterfaceConv(keras.layers.Layer):
             raise ValueError(f"`kernel_size` must be an odd positive integer, got {kernel_size!r}.")
         if norm_groups is not None:
             _check_positive("norm_groups", norm_groups)
-        grid_size = tuple(grid_size)
-        if len(grid_size) != 2:
-            raise ValueError(f"`grid_size` must be (rows, cols), got {grid_size!r}.")
-        for value in grid_size:
-            _check_positive("grid_size", value)
+        grid_size = _checked_grid_size(grid_size)
         self.kernel_size = kernel_size
         self.grid_size = grid_size
         self.norm_groups = norm_groups
@@ -304,11 +309,7 @@ class LatentLocalityBias(keras.layers.Layer):
         for name, value in (("num_latents", num_latents), ("frames", frames), ("num_heads", num_heads),
                             ("patch_num_heads", patch_num_heads)):
             _check_positive(name, value)
-        grid_size = tuple(grid_size)
-        if len(grid_size) != 2:
-            raise ValueError(f"`grid_size` must be (rows, cols), got {grid_size!r}.")
-        for value in grid_size:
-            _check_positive("grid_size", value)
+        grid_size = _checked_grid_size(grid_size)
         if anchor_grid is None:
             side = max(s for s in range(1, min(grid_size) + 1) if num_latents % (s * s) == 0)
             anchor_grid = (side, side)

@@ -52,7 +52,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default=None, help="classifier weights (default: the shipped file)")
     parser.add_argument("--num-videos", type=int, default=5000, help="held-out videos per frame size")
-    parser.add_argument("--sizes", default="16,32", help="comma-separated frame sizes (the first is analysed per image)")
+    parser.add_argument("--sizes", default="16,32",
+                        help="comma-separated frame sizes (the first one's errors are listed per image)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results",
                                                          "moving_mnist_classifier_errors.json"))
@@ -87,7 +88,8 @@ def main(argv=None):
         lines.append(f"| {r['frame_size']}x{r['frame_size']} | {100 * r['digit']:.2f}% | {100 * r['motion']:.2f}% | "
                      f"{100 * r['both']:.2f}% | {r['digit_errors']} | {r['images_with_errors']} | {r['hard_images']} | "
                      f"{r['errors_on_hard_images']} ({100 * r['errors_on_hard_images'] / max(1, r['digit_errors']):.0f}%) |")
-    lines += ["", f"Most-misread images at {sizes[0]}x{sizes[0]} (image id in the test split: label -> read as, misread / shown):", ""]
+    lines += ["", f"Most-misread images at {sizes[0]}x{sizes[0]} "
+              "(image id in the test split: label -> read as, misread / shown):", ""]
     worst = rows[0]["per_image"][:8]
     lines += [f"- {r['image']}: {r['label']} -> {r['read_as']}, {r['misread']}/{r['videos']}" for r in worst]
     base = os.path.splitext(args.output)[0]

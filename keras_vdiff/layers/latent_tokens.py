@@ -24,8 +24,10 @@ them; only the global step 3 mixes groups. With ``use_adaln`` (SnapVideo v2) the
 step 1 and the sub-layers of step 3 are modulated by a pooled condition,
 ``x + gate * f(LN(x) * (1 + scale) + shift)``, adaLN-Zero initialised.
 
-Also here: RIN's optional local path, a depthwise 3D convolution over the
-token grid after each write (:class:`InterfaceConv`); the patch grouping of
+Also here: two options for RIN's ungrouped latents, a depthwise 3D
+convolution over the token grid after each write (:class:`InterfaceConv`,
+from the authors' code) and a soft, learned locality prior on the read and
+write logits (:class:`LatentLocalityBias`, ours); the patch grouping of
 FiT (:func:`group_patches`); the space-time position table of the patch
 tokens (:func:`spacetime_position_table`: inside a group the frames must be
 told apart, or every frame gets the same update);
@@ -188,7 +190,7 @@ class InterfaceConv(keras.layers.Layer):
     write step, a cheap local path beside the global one. Here it is a
     depthwise 3D convolution over ``(frames, rows, cols)`` of the token grid
     ('same' zero padding), a GroupNorm, SiLU and a pointwise projection that
-    starts at zero, so a fresh block is the identity and the local path is
+    starts at zero, so a fresh layer is the identity and the local path is
     learned.
 
     Args:
@@ -279,9 +281,10 @@ class LatentLocalityBias(keras.layers.Layer):
     latents share an anchor; anchors span all frames, like FiT's regions) and
     biases the attention logits of both steps by ``-strength_h * d^2``, with
     ``d`` the distance, in token cells, between a latent's anchor and a token,
-    and ``strength_h = exp(log_strength_h)`` learned per head and step. A
-    strength of 0 is RIN's uniform start; the prior is soft, so a head can
-    learn to look further. This is keras_vdiff's addition, not part of RIN or FiT.
+    and ``strength_h = exp(log_strength_h)`` learned per head and step. As a
+    strength goes to 0 the prior vanishes (RIN as published); it is soft, so a
+    head can learn to look further. This is keras_vdiff's addition, not part
+    of RIN or FiT.
 
     Args:
         num_latents: latents ``L`` (a multiple of the anchor count).

@@ -8,9 +8,9 @@ latent self-attention layers, and write back::
     latents (B, F, H, W, C) -> tubelet PatchEmbedding (pt x p x p) -> (B, F/pt, N, Dx) + space-time sin-cos
                             -> one group (B, 1, F/pt * N, Dx)
     z = LearnedLatents (B, num_latents, Dl) + LayerNorm(Dense(previous_latents))   (latent self-conditioning)
-    num_blocks x [z reads cond tokens; z reads all patches; k x latent self-attention; patches read z
-                  (+ optional depthwise 3D conv over the token grid: InterfaceConv)]
-                  (+ optional soft locality prior on the read / write logits: LatentLocalityBias)
+    num_blocks x [z reads cond tokens; z reads all patches; k x latent self-attention; patches read z;
+                  optional: depthwise 3D conv over the token grid (InterfaceConv), and a soft locality
+                  prior on the read / write logits (LatentLocalityBias)]
     FinalLayer(x, c) -> Unpatchify -> (B, F, H, W, C_out)
 
 Conditioning is read by cross-attention from the timestep / label / text

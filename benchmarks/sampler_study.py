@@ -47,7 +47,7 @@ def main(argv=None):
 
     import keras
 
-    from keras_vdiff import training
+    from keras_vdiff import atomic_files, training
     from keras_vdiff.data.moving_mnist import moving_mnist
     from keras_vdiff.video_diffusion import VideoDiffusion
 
@@ -66,7 +66,7 @@ def main(argv=None):
                    seconds=round(time.perf_counter() - start, 1))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    training.atomic_write_json(args.output, dict(preset=args.preset, backend=keras.backend.backend(),
+    atomic_files.write_json(args.output, dict(preset=args.preset, backend=keras.backend.backend(),
                                                  samples_per_caption=args.samples_per_caption,
                                                  guidance=args.guidance, rows=rows))
     lines = [
@@ -81,7 +81,7 @@ def main(argv=None):
         lines.append(f"| {name} | {r['steps']} | {100 * r['accuracy']:.1f}% | {100 * r['digit']:.1f}% | "
                      f"{100 * r['motion']:.1f}% | {r['frechet']:.2f} | {r['motion_ratio']:.2f} | {r['seconds']:.0f} |")
     table = "\n".join(lines) + "\n"
-    training.atomic_write_text(os.path.splitext(args.output)[0] + ".md", table)
+    atomic_files.write_text(os.path.splitext(args.output)[0] + ".md", table)
     print("\n" + table)
     return 0
 

@@ -174,15 +174,15 @@ def main(argv=None):
     import keras
 
     from keras_vdiff.data.moving_mnist import moving_mnist
-    from keras_vdiff.training import atomic_write_json, atomic_write_text
+    from keras_vdiff.atomic_files import write_json, write_text
 
     args.backend = keras.backend.backend()
     data = moving_mnist(args.num_videos, frame_size=args.size, num_frames=args.frames, seed=args.seed)
     real = moving_mnist(300, frame_size=args.size, num_frames=args.frames, seed=12345, split="test")["videos"]
     rows = [run_model(name, args, data, real) for name in names]
-    atomic_write_json(args.output, dict(settings={k: v for k, v in vars(args).items()}, rows=rows))
+    write_json(args.output, dict(settings={k: v for k, v in vars(args).items()}, rows=rows))
     table = markdown(rows, args)
-    atomic_write_text(os.path.splitext(args.output)[0] + ".md", table)
+    write_text(os.path.splitext(args.output)[0] + ".md", table)
     print("\n" + table)
     return 0
 

@@ -184,7 +184,7 @@ def _load_pipeline(preset):
 def cmd_train(args):
     import keras
 
-    from keras_vdiff import training
+    from keras_vdiff import atomic_files, training
 
     if args.steps is None and args.max_minutes is None:
         raise SystemExit("error: give --steps, --max-minutes or both")
@@ -228,7 +228,7 @@ def cmd_train(args):
         batch_size=args.batch_size, learning_rate=args.learning_rate, ema=args.ema, num_videos=args.num_videos,
         losses=result["losses"],
     )
-    training.atomic_write_json(os.path.join(args.output_dir, "history.json"), history)
+    atomic_files.write_json(os.path.join(args.output_dir, "history.json"), history)
     training.plot_loss(result["losses"], os.path.join(args.output_dir, "loss.png"))
     print(f"Trained {result['steps']} steps ({result['steps_per_second']:.2f} steps/s, stopped by "
           f"{result['stopped_by']}); final loss {np.mean(result['losses'][-20:]):.4f}")
@@ -270,7 +270,7 @@ def cmd_sample(args):
 
 
 def cmd_evaluate(args):
-    from keras_vdiff import training
+    from keras_vdiff import atomic_files, training
     from keras_vdiff.metrics.conditional_accuracy import conditional_accuracy_table
 
     model = _load_pipeline(args.preset)
@@ -297,9 +297,9 @@ def cmd_evaluate(args):
             k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in accuracy.items()
         }
         payload["preset"] = args.preset
-        training.atomic_write_json(args.output, json.loads(json.dumps(payload, default=_json_default)))
+        atomic_files.write_json(args.output, json.loads(json.dumps(payload, default=_json_default)))
         markdown = os.path.splitext(args.output)[0] + ".md"
-        training.atomic_write_text(markdown, "\n".join(f"- {line}" for line in lines) + "\n\n" + table + "\n")
+        atomic_files.write_text(markdown, "\n".join(f"- {line}" for line in lines) + "\n\n" + table + "\n")
         print(f"Wrote {args.output} and {markdown}")
     return 0
 

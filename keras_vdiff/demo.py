@@ -40,7 +40,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from keras_vdiff import presets, training
+    from keras_vdiff import atomic_files, presets, training
     from keras_vdiff.data.moving_mnist import MOTIONS, caption
     from keras_vdiff.video_diffusion import VideoDiffusion
 
@@ -58,7 +58,7 @@ def main(argv=None):
                             seed=args.seed)
     loss_plot = training.plot_loss(result["losses"], os.path.join(out, "loss.png"),
                                    title=f"MovingMNIST text-to-video, {result['steps']} steps")
-    training.atomic_write_json(os.path.join(out, "history.json"), {
+    atomic_files.write_json(os.path.join(out, "history.json"), {
         "backend": keras.backend.backend(), "steps": result["steps"], "steps_per_second": result["steps_per_second"],
         "losses": result["losses"]})
     print(f"      {result['steps']} steps at {result['steps_per_second']:.2f} steps/s; "

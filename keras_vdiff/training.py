@@ -23,8 +23,7 @@ import numpy as np
 
 from keras_vdiff.atomic_files import staged_file
 # Kept under training's names: the CLI, the demo and the benchmarks write their results through these.
-from keras_vdiff.atomic_files import write_json as atomic_write_json
-from keras_vdiff.atomic_files import write_text as atomic_write_text  # noqa: F401
+from keras_vdiff.atomic_files import write_json
 from keras_vdiff.data.moving_mnist import MOTIONS, caption, moving_mnist
 from keras_vdiff.data.pipelines import VideoBatches
 from keras_vdiff.data.video_folder import write_video
@@ -197,7 +196,7 @@ class PresetCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.model.save_to_preset(self.directory)
         steps = None if self.steps_callback is None else self.steps_callback.steps
-        atomic_write_json(os.path.join(self.directory, "state.json"), {"epochs": epoch + 1, "steps": steps})
+        write_json(os.path.join(self.directory, "state.json"), {"epochs": epoch + 1, "steps": steps})
 
 
 def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rate=1e-3, weight_decay=0.0,
@@ -257,7 +256,7 @@ def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rat
     model.fit(batches, epochs=epochs, callbacks=callbacks, verbose=verbose)
     if checkpoint_dir is not None:
         model.save_to_preset(checkpoint_dir)
-        atomic_write_json(os.path.join(checkpoint_dir, "state.json"), {"steps": budget.steps})
+        write_json(os.path.join(checkpoint_dir, "state.json"), {"steps": budget.steps})
     elapsed = losses.seconds[-1] if losses.seconds else 0.0
     return dict(
         losses=losses.losses,
@@ -315,7 +314,7 @@ def contact_sheet(videos, path, scale=2, labels=None):
     with staged_file(path) as staging:
         image.save(staging, format="PNG")
     if labels is not None:
-        atomic_write_json(os.path.splitext(path)[0] + ".json", {"rows": list(labels)})
+        write_json(os.path.splitext(path)[0] + ".json", {"rows": list(labels)})
     return path
 
 

@@ -331,14 +331,16 @@ def test_locality_bias_is_minus_strength_times_squared_anchor_distance():
     np.testing.assert_allclose(read[0, 0], expected, rtol=1e-6)
     np.testing.assert_allclose(read[0, 1], expected, rtol=1e-6)
     np.testing.assert_allclose(write[0, 0], expected.T, rtol=1e-6)
-    layer.read_log_strength.assign(np.log(np.array([2.0, 0.0 + 1e-30], "float32")))  # head 2: (almost) no prior
+    layer.read_log_strength.assign(np.log(np.array([2.0, 1e-30], "float32")))  # head 2: (almost) no prior
     read, _ = (to_numpy(t) for t in layer(np.zeros((1,), "float32")))
     np.testing.assert_allclose(read[0, 0], 4 * expected, rtol=1e-5)
     assert np.abs(read[0, 1]).max() < 1e-20
     config = layer.get_config()
     assert LatentLocalityBias.from_config(config).get_config() == config
-    for kwargs, match in ((dict(num_latents=6, anchor_grid=(2, 2)), "multiple"), (dict(anchor_grid=(2, 0)), "anchor_grid"),
-                          (dict(initial_strength=0.0), "initial_strength"), (dict(grid_size=(4,)), "grid_size")):
+    for kwargs, match in ((dict(num_latents=6, anchor_grid=(2, 2)), "multiple"),
+                          (dict(anchor_grid=(2, 0)), "anchor_grid"),
+                          (dict(initial_strength=0.0), "initial_strength"),
+                          (dict(grid_size=(4,)), "grid_size")):
         with pytest.raises(ValueError, match=match):
             LatentLocalityBias(**dict(dict(num_latents=8, grid_size=(4, 4), frames=3, num_heads=2, patch_num_heads=1),
                                       **kwargs))

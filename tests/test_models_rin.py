@@ -36,7 +36,7 @@ def test_tubelets_and_one_group_reach_the_whole_video():
     assert np.abs(lat2 - lat).max(axis=-1).min() > 1e-4  # every latent token
 
 
-def test_interface_convolution_starts_as_the_identity_and_then_mixes_neighbouring_tubelets():
+def test_interface_convolution_starts_as_the_identity_and_trained_weights_change_the_output():
     # Built with the convolution and given the same weights elsewhere, a fresh model equals the one without it
     # (the pointwise projection starts at zero); once that projection is trained the output changes.
     plain = RIN(**TINY)

@@ -181,9 +181,8 @@ def build_latent_token_network(
             x, z = block(x, z, tokens, token_mask, pooled, **biases)
         else:
             x, z = block(x, z, tokens, token_mask, **biases)
-        if model.interface_convs:  # one group: (B, 1, F'*N, Dx) <-> (B, F', N, Dx) is a reshape
-            x = ops.reshape(x, (-1, token_frames, grid[0] * grid[1], patch_dim))
-            x = ops.reshape(model.interface_convs[i](x), (-1, 1, token_frames * grid[0] * grid[1], patch_dim))
+        if model.interface_convs:  # the convolution sees the token grid (B, F', N, Dx)
+            x = group_patches(model.interface_convs[i](ungroup_patches(x, token_frames, grid, groups)), grid, groups)
     x = ungroup_patches(x, token_frames, grid, groups)  # (B, F', N, Dx)
     prediction = model.unpatchify(model.final_layer(x, pooled))
     outputs = {"output": prediction, "latents": z} if self_conditioning else prediction

@@ -110,18 +110,25 @@ def run_model(name, args, data, real_videos):
 
 
 def markdown(rows, args):
-    lines = [
+    models = {r["model"] for r in rows}
+    has_fit = any(m.startswith("snapvideo") for m in models)
+    has_rin = "rin" in models
+    setup = [
         f"Backend {args.backend}; {args.frames} frames of {args.size}x{args.size}; batch {args.batch_size}, "
-        f"AdamW {args.learning_rate:g}; budget: " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} min")
-        + f"; {args.sampler} {args.sample_steps} steps, guidance {args.guidance:g}, {30 * args.samples_per_caption} samples"
-        + (f"; SnapVideo-FiT {args.fit_groups} groups x {args.fit_latents_per_group} latents"
-           if any(r["model"].startswith("snapvideo") for r in rows) else "")
-        + (f"; SnapVideo / RIN patch stream {args.latent_patch_dim or args.width // 2} wide, {args.latent_blocks} "
-           f"blocks x {args.latent_layers} latent layers"
-           + (f"; RIN interface conv {args.rin_conv_kernel}x{args.rin_conv_kernel}x{args.rin_conv_kernel}"
-              if args.rin_conv_kernel and any(r["model"] == "rin" for r in rows) else "")
-           + ("; RIN locality prior." if args.rin_locality and any(r["model"] == "rin" for r in rows) else ".")
-           if any(r["model"].startswith(("snapvideo", "rin")) for r in rows) else "."),
+        f"AdamW {args.learning_rate:g}; budget: " + (f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"),
+        f"{args.sampler} {args.sample_steps} steps, guidance {args.guidance:g}, {30 * args.samples_per_caption} samples",
+    ]
+    if has_fit:
+        setup.append(f"SnapVideo-FiT {args.fit_groups} groups x {args.fit_latents_per_group} latents")
+    if has_fit or has_rin:
+        setup.append(f"SnapVideo / RIN patch stream {args.latent_patch_dim or args.width // 2} wide, "
+                     f"{args.latent_blocks} blocks x {args.latent_layers} latent layers")
+        if has_rin and args.rin_conv_kernel:
+            setup.append(f"RIN interface conv {args.rin_conv_kernel}x{args.rin_conv_kernel}x{args.rin_conv_kernel}")
+        if has_rin and args.rin_locality:
+            setup.append("RIN locality prior")
+    lines = [
+        "; ".join(setup) + ".",
         "",
         "| model | params | steps | train s | loss | cond. acc. | digit | motion | Frechet (clf) | motion ratio | videos/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

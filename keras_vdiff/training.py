@@ -140,11 +140,16 @@ class TrainingBudget(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._start = time.perf_counter()
 
+    @property
+    def elapsed(self):
+        """Seconds since ``fit`` began (0 before it began)."""
+        return 0.0 if self._start is None else time.perf_counter() - self._start
+
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
         if self.max_steps is not None and self.steps >= self.max_steps:
             self.stopped_by = "steps"
-        elif self.max_seconds is not None and time.perf_counter() - self._start >= self.max_seconds:
+        elif self.max_seconds is not None and self.elapsed >= self.max_seconds:
             self.stopped_by = "time"
         if self.stopped_by:
             self.model.stop_training = True
@@ -163,11 +168,7 @@ class BudgetProgress(keras.callbacks.Callback):
         self.budget = budget
         self.losses = losses
         self.max_seconds = max_seconds
-        self._start = None
         self._epoch_first_step = 0
-
-    def on_train_begin(self, logs=None):
-        self._start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_first_step = len(self.losses.losses)
@@ -175,8 +176,7 @@ class BudgetProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         epoch_losses = self.losses.losses[self._epoch_first_step:]
         loss = f"loss {np.mean(epoch_losses):.4f}, " if epoch_losses else ""
-        elapsed = time.perf_counter() - self._start
-        print(f"epoch {epoch + 1}: step {self.budget.steps}, {loss}{_clock(elapsed)} of {_clock(self.max_seconds)}",
+        print(f"epoch {epoch + 1}: step {self.budget.steps}, {loss}{_clock(self.budget.elapsed)} of {_clock(self.max_seconds)}",
               flush=True)
 
 

@@ -71,13 +71,16 @@ class Sampler:
         )
         self.tables.update(self._tables())
         self.tables = {k: np.asarray(v, dtype=np.float32) for k, v in self.tables.items()}
+        # Backend tensors made here, outside any compiled loop: converting numpy inside
+        # the step would be a graph break under torch.compile.
+        self._table_tensors = {k: ops.convert_to_tensor(v) for k, v in self.tables.items()}
 
     def _tables(self):
         return {}
 
     def coefficient(self, name, i):
         """Scalar float32 tensor ``tables[name][i]`` (``i`` may be a traced tensor)."""
-        return ops.take(ops.convert_to_tensor(self.tables[name]), i)
+        return ops.take(self._table_tensors[name], i)
 
     def initial_state(self, x, model_carry=()):
         return (ops.cast(x, "float32"), tuple(model_carry), self._initial_carry(x))

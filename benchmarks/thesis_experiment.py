@@ -91,7 +91,7 @@ def run_model(name, args, data, real_videos):
     print(f"\n=== {name}: {backbone.describe()}", flush=True)
     start = time.perf_counter()
     result = training.train(model, data, steps=args.steps, max_seconds=None if args.minutes is None else 60 * args.minutes,
-                            batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed, verbose=0)
+                            batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed, verbose=2)
     train_seconds = time.perf_counter() - start
     scores = training.evaluate_moving_mnist(model, samples_per_caption=args.samples_per_caption, sampler=args.sampler,
                                             steps=args.sample_steps,

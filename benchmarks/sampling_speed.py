@@ -7,7 +7,8 @@ same machine and thread count:
   of the whole loop / tf.function with XLA / torch.compile of one step);
 - ``keras_vdiff eager``: the same step in a Python loop (``compile=False``);
 - ``diffusers``: the reference script ``../shared/bench/diffusers_latte_baseline.py``
-  (LatteTransformer3DModel + DDIMScheduler, PyTorch eager) in a subprocess,
+  (LatteTransformer3DModel + DDIMScheduler, PyTorch eager; with ``--reference-compile``
+  also with its ``torch.compile`` option) in a subprocess,
 
 all with 50 DDIM steps, batch 2 with classifier-free guidance (4 rows per
 forward), on the reference's ``tiny`` (or ``medium``) configuration: 8 frames
@@ -79,6 +80,8 @@ def main(argv=None):
     parser.add_argument("--skip-eager", action="store_true")
     parser.add_argument("--skip-compiled", action="store_true",
                         help="skip the compiled loop (torch.compile of the step takes minutes on a CPU)")
+    parser.add_argument("--reference-compile", action="store_true",
+                        help="also time the reference with torch.compile (its --compile flag)")
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "sampling_speed.jsonl"))
     args = parser.parse_args(argv)
 
@@ -102,15 +105,19 @@ def main(argv=None):
     if not args.skip_reference:
         if not os.path.exists(REFERENCE):
             raise SystemExit(f"The reference script is missing: {REFERENCE}")
-        output = subprocess.run([sys.executable, REFERENCE, "--config", args.config, "--steps", str(args.steps),
-                                 "--batch", str(args.batch), "--threads", str(args.threads), "--repeats",
-                                 str(args.repeats)], capture_output=True, text=True, check=True).stdout
-        reference = json.loads(output.strip().splitlines()[-1])
-        reference["backend"] = "torch (diffusers)"
-        rows.append(reference)
-        print(json.dumps(reference), flush=True)
-        for row in rows[:-1]:
-            row["ratio_to_diffusers"] = round(row["seconds"] / reference["seconds"], 3)
+        ours = list(rows)
+        for reference_compile in [False] + ([True] if args.reference_compile else []):
+            command = [sys.executable, REFERENCE, "--config", args.config, "--steps", str(args.steps),
+                       "--batch", str(args.batch), "--threads", str(args.threads), "--repeats", str(args.repeats)]
+            output = subprocess.run(command + (["--compile"] if reference_compile else []), capture_output=True,
+                                    text=True, check=True).stdout
+            reference = json.loads(output.strip().splitlines()[-1])
+            reference["backend"] = "torch (diffusers)"
+            rows.append(reference)
+            print(json.dumps(reference), flush=True)
+            key = "ratio_to_diffusers_compiled" if reference_compile else "ratio_to_diffusers"
+            for row in ours:
+                row[key] = round(row["seconds"] / reference["seconds"], 3)
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     with open(args.output, "a") as file:

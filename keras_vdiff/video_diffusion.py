@@ -392,10 +392,10 @@ class VideoDiffusion(keras.Model):
             noise_shared_weight: mixed-noise lambda of the initial noise (default: the model's).
             compile: ``True`` runs the compiled loop, ``False`` the eager reference
                 loop; ``"auto"`` (default) compiles on JAX and TensorFlow and runs
-                eagerly on PyTorch, where ``torch.compile`` of the step costs minutes
-                on a CPU before the first step and the compiled step, broken into
-                many graphs inside Keras, ran slower than eager (see
-                ``benchmarks/RESULTS.md``; not measured on a GPU).
+                eagerly on PyTorch, where ``torch.compile`` of the step costs one to
+                a few minutes on a CPU before the first step, and the compiled step,
+                broken into many graphs inside Keras, was at most 11% faster than
+                eager in ``benchmarks/`` (not measured on a GPU).
             progress: show a progress bar where the loop runs step by step.
             return_latents: return the float32 latents instead of uint8 videos.
             **sampler_options: ``eta`` (ddim), ``variance`` (ddpm), ``timestep_spacing``.

@@ -176,8 +176,8 @@ class BudgetProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         epoch_losses = self.losses.losses[self._epoch_first_step:]
         loss = f"loss {np.mean(epoch_losses):.4f}, " if epoch_losses else ""
-        print(f"epoch {epoch + 1}: step {self.budget.steps}, {loss}{_clock(self.budget.elapsed)} of {_clock(self.max_seconds)}",
-              flush=True)
+        clock = f"{_clock(self.budget.elapsed)} of {_clock(self.max_seconds)}"
+        print(f"epoch {epoch + 1}: step {self.budget.steps}, {loss}{clock}", flush=True)
 
 
 def _clock(seconds):

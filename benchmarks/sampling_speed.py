@@ -15,8 +15,10 @@ forward), on the reference's ``tiny`` (or ``medium``) configuration: 8 frames
 of 16x16x4 latents, patch 2, 4 heads, text of 8 tokens x 64. The keras_vdiff
 model is a Latte variant 1 of the same width, heads, depth (diffusers'
 ``num_layers`` counts spatial+temporal pairs; ours counts blocks) and learned
-sigma; it conditions with adaLN-Zero per block rather than diffusers' shared
-adaLN-single, so it has more parameters; both counts are reported.
+sigma, with the text cross-attention inside every spatial block before its MLP
+(``text_placement="v2"``), where diffusers' ``BasicTransformerBlock`` has it. It
+conditions with adaLN-Zero per block rather than diffusers' shared adaLN-single,
+so it has more parameters; both counts are reported.
 
     KERAS_BACKEND=jax python benchmarks/sampling_speed.py --config tiny
 
@@ -45,7 +47,8 @@ def build(config):
 
     c = CONFIGS[config]
     backbone = Latte(input_shape=(8, 16, 16, 4), patch_size=2, hidden_dim=4 * c["head_dim"], num_heads=4,
-                     num_layers=2 * c["num_pairs"], variant=1, conditioning="text", text_dim=64, learn_sigma=True)
+                     num_layers=2 * c["num_pairs"], variant=1, conditioning="text", text_dim=64,
+                     text_placement="v2", learn_sigma=True)
     return VideoDiffusion(backbone, GaussianDiffusion("linear", learn_sigma=True), seed=0)
 
 

@@ -394,8 +394,8 @@ class VideoDiffusion(keras.Model):
                 loop; ``"auto"`` (default) compiles on JAX and TensorFlow and runs
                 eagerly on PyTorch, where ``torch.compile`` of the step costs one to
                 a few minutes on a CPU before the first step, and the compiled step,
-                broken into many graphs inside Keras, was at most 11% faster than
-                eager in ``benchmarks/`` (not measured on a GPU).
+                broken into many graphs inside Keras, was no faster than eager in
+                ``benchmarks/`` (not measured on a GPU).
             progress: show a progress bar where the loop runs step by step.
             return_latents: return the float32 latents instead of uint8 videos.
             **sampler_options: ``eta`` (ddim), ``variance`` (ddpm), ``timestep_spacing``.

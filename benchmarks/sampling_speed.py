@@ -109,9 +109,9 @@ def main(argv=None):
         if not os.path.exists(REFERENCE):
             raise SystemExit(f"The reference script is missing: {REFERENCE}")
         ours = list(rows)
+        command = [sys.executable, REFERENCE, "--config", args.config, "--steps", str(args.steps),
+                   "--batch", str(args.batch), "--threads", str(args.threads), "--repeats", str(args.repeats)]
         for reference_compile in [False] + ([True] if args.reference_compile else []):
-            command = [sys.executable, REFERENCE, "--config", args.config, "--steps", str(args.steps),
-                       "--batch", str(args.batch), "--threads", str(args.threads), "--repeats", str(args.repeats)]
             output = subprocess.run(command + (["--compile"] if reference_compile else []), capture_output=True,
                                     text=True, check=True).stdout
             reference = json.loads(output.strip().splitlines()[-1])

@@ -36,6 +36,8 @@ from keras_vdiff.diffusion.noise import mixed_video_noise
 from keras_vdiff.diffusion.samplers import get_sampler
 from keras_vdiff.presets import registry
 from keras_vdiff.atomic_files import staged_directory
+# The pixel convention and the batch loss live one floor down (the autoencoders use them too).
+from keras_vdiff.conventions import batch_loss, unit_range_to_uint8, videos_to_unit_range  # noqa: F401
 
 CONFIG_FILE = "pipeline.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -44,33 +46,6 @@ logger = logging.getLogger("keras_vdiff")
 
 PROCESSES = {"GaussianDiffusion": GaussianDiffusion, "FlowMatching": FlowMatching}
 TEXT_KEYS = ("text_embeddings", "text_mask", "pooled_text")
-
-
-def videos_to_unit_range(videos):
-    """uint8 / integer pixels in [0, 255] -> float32 in [-1, 1]; floats are taken as already in [-1, 1]."""
-    dtype = keras.backend.standardize_dtype(videos.dtype)
-    videos_float = ops.cast(videos, "float32")
-    if "int" in dtype:
-        return videos_float / 127.5 - 1.0
-    return videos_float
-
-
-def batch_loss(per_example, sample_weight=None, extra_losses=()):
-    """The scalar training loss: per-example losses, optionally weighted, averaged, plus ``extra_losses``.
-
-    ``extra_losses`` are the model's own regularisation terms (``model.losses``).
-    """
-    if sample_weight is not None:
-        per_example = per_example * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-    loss = ops.mean(per_example)
-    if extra_losses:
-        loss = loss + ops.sum(extra_losses)
-    return loss
-
-
-def unit_range_to_uint8(videos):
-    """float in [-1, 1] (numpy) -> uint8 in [0, 255], clipped and rounded."""
-    return np.round((np.clip(np.asarray(videos, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
 def _as_process(process, backbone):

@@ -19,7 +19,7 @@ import keras
 from keras import ops
 
 from keras_vdiff.presets import registry
-from keras_vdiff.video_diffusion import batch_loss, videos_to_unit_range
+from keras_vdiff.conventions import batch_loss, videos_to_unit_range
 
 RECONSTRUCTION_LOSSES = ("l1", "mse")
 

@@ -14,7 +14,7 @@ import keras
 
 from keras_vdiff.autoencoders.kl_autoencoder import KLAutoencoder, check_power_of_two, fold_frames
 from keras_vdiff.autoencoders.residual_block import VAEResidualBlock, check_groups
-from keras_vdiff.models.backbone import checked_int
+from keras_vdiff.validation import check_int
 from keras_vdiff.presets.registry import register_preset
 
 DOWNSAMPLING_FACTORS = (1, 2, 4, 8, 16)
@@ -24,12 +24,12 @@ DEFAULT_MULTIPLIERS = (1, 2, 4, 4, 4)
 def check_layout_ints(**values):
     """Each keyword (``in_channels=3``, ...) must be a positive integer; the error names it."""
     for name, value in values.items():
-        checked_int(value, name)
+        check_int(value, name)
 
 
 def channel_widths(base_channels, channel_multipliers, levels, norm_groups):
     """Per-level widths ``base * multiplier``, validated against the number of levels and the norm groups."""
-    checked_int(base_channels, "base_channels")
+    check_int(base_channels, "base_channels")
     multipliers = DEFAULT_MULTIPLIERS[:levels] if channel_multipliers is None else tuple(channel_multipliers)
     if len(multipliers) != levels or not all(isinstance(m, int) and m > 0 for m in multipliers):
         raise ValueError(

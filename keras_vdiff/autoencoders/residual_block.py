@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from keras_vdiff.layers.convolution import TEMPORAL_PADDINGS, CausalConv3D
-from keras_vdiff.models.backbone import checked_int
+from keras_vdiff.validation import check_int
 
 
 def frame_group_norm(norm, x):
@@ -45,8 +45,8 @@ class VAEResidualBlock(keras.layers.Layer):
 
     def __init__(self, filters, norm_groups=8, video=False, temporal_padding="replicate", **kwargs):
         super().__init__(**kwargs)
-        checked_int(filters, "filters")
-        checked_int(norm_groups, "norm_groups")
+        check_int(filters, "filters")
+        check_int(norm_groups, "norm_groups")
         check_groups(filters, norm_groups, "filters")
         if temporal_padding not in TEMPORAL_PADDINGS:
             raise ValueError(f"`temporal_padding` must be one of {TEMPORAL_PADDINGS}, got {temporal_padding!r}.")

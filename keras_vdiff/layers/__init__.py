@@ -23,7 +23,6 @@ from keras_vdiff.layers.transformer import (
     unfold_temporal,
 )
 from keras_vdiff.layers.video_blocks import (
-    ConditionEmbedding,
     FactorizedBlock,
     GenTronBlock,
     MMDiTBlock,
@@ -32,22 +31,19 @@ from keras_vdiff.layers.video_blocks import (
     TextCrossAttentionBlock,
 )
 from keras_vdiff.layers.convolution import CausalConv3D, PseudoConv3D
-from keras_vdiff.layers.unet_blocks import (
-    Downsample,
-    ResBlock,
-    SpatialAttention,
-    TemporalAttention,
-    UNetConditionEmbedding,
-    Upsample,
+from keras_vdiff.layers.conditioning import (
+    CONDITIONINGS,
+    TEXT_KEYS,
+    ConditionEmbedding,
+    backbone_inputs,
+    condition_inputs,
 )
-from keras_vdiff.layers.latent_tokens import (
-    ConditionTokens,
-    InterfaceConv,
-    LatentLocalityBias,
-    LatentReadWriteBlock,
-    LatentSelfConditioning,
-    LearnedLatents,
-    TextRegisterEncoder,
-    group_patches,
-    ungroup_patches,
-)
+from keras_vdiff.layers.normalization import layer_norm
+
+
+def __getattr__(name):
+    # The U-Net and latent-token layers moved to their family's folder under keras_vdiff.models; the old
+    # names forward lazily (with a DeprecationWarning), so importing the layers never imports the models.
+    from keras_vdiff.layers.moved import forward
+
+    return forward(__name__, name)

@@ -23,22 +23,18 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vdiff.validation import check_int, is_int
+
 TEMPORAL_PADDINGS = ("zeros", "replicate")
 
 
-def _positive_int(value, name):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return int(value)
-
-
 def _kernel_triple(value, name):
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_int(value):
         value = (value, value, value)
     value = tuple(value)
     if len(value) != 3:
         raise ValueError(f"`{name}` must be an int or 3 ints (time, height, width), got {value!r}.")
-    return tuple(_positive_int(v, name) for v in value)
+    return tuple(check_int(v, name) for v in value)
 
 
 def apply_per_frame(layer, x, *args, **kwargs):
@@ -60,14 +56,14 @@ def apply_per_frame(layer, x, *args, **kwargs):
     return ops.reshape(y, (-1, frames) + tuple(y.shape[1:]))
 
 
-def _temporal_sequences(x):
+def temporal_sequences(x):
     """``(B, F, H, W, C) -> (B*H*W, F, C)``: one sequence over time per pixel."""
     f, h, w, c = x.shape[1:]
     x = ops.transpose(x, (0, 2, 3, 1, 4))
     return ops.reshape(x, (-1, f, c))
 
 
-def _from_temporal_sequences(x, height, width):
+def from_temporal_sequences(x, height, width):
     """``(B*H*W, F, C) -> (B, F, H, W, C)``."""
     f, c = x.shape[1:]
     x = ops.reshape(x, (-1, height, width, f, c))
@@ -111,12 +107,12 @@ class PseudoConv3D(keras.layers.Layer):
     def __init__(self, filters, kernel_size=3, temporal_kernel_size=3, strides=1, use_bias=True, temporal=True,
                  **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int(filters, "filters")
-        self.kernel_size = _positive_int(kernel_size, "kernel_size")
-        self.temporal_kernel_size = _positive_int(temporal_kernel_size, "temporal_kernel_size")
+        self.filters = check_int(filters, "filters")
+        self.kernel_size = check_int(kernel_size, "kernel_size")
+        self.temporal_kernel_size = check_int(temporal_kernel_size, "temporal_kernel_size")
         if self.temporal_kernel_size % 2 == 0:
             raise ValueError(f"`temporal_kernel_size` must be odd (centred identity init), got {temporal_kernel_size}.")
-        self.strides = _positive_int(strides, "strides")
+        self.strides = check_int(strides, "strides")
         self.use_bias = use_bias
         self.temporal = temporal
         self.spatial = keras.layers.Conv2D(
@@ -147,8 +143,8 @@ class PseudoConv3D(keras.layers.Layer):
         if self.temporal_conv is None or len(x.shape) == 4:
             return y
         height, width = y.shape[2], y.shape[3]
-        sequences = _temporal_sequences(y)
-        mixed = _from_temporal_sequences(self.temporal_conv(sequences), height, width)
+        sequences = temporal_sequences(y)
+        mixed = from_temporal_sequences(self.temporal_conv(sequences), height, width)
         if temporal_mask is None:
             return mixed
         # Masked samples: only the centre tap, i.e. each frame sees itself only.
@@ -214,10 +210,10 @@ class CausalConv3D(keras.layers.Layer):
     def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=1, temporal_padding="zeros", use_bias=True,
                  **kwargs):
         super().__init__(**kwargs)
-        self.filters = _positive_int(filters, "filters")
+        self.filters = check_int(filters, "filters")
         self.kernel_size = _kernel_triple(kernel_size, "kernel_size")
-        self.strides = _positive_int(strides, "strides")
-        self.dilation_rate = _positive_int(dilation_rate, "dilation_rate")
+        self.strides = check_int(strides, "strides")
+        self.dilation_rate = check_int(dilation_rate, "dilation_rate")
         if self.strides > 1 and self.dilation_rate > 1:
             raise ValueError(
                 f"`strides`={strides} > 1 cannot be combined with `dilation_rate`={dilation_rate} > 1 "

@@ -12,10 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-
-def _check_positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+from keras_vdiff.validation import check_int
 
 
 def sincos_embedding_1d(positions, dim, max_period=10000.0):
@@ -34,11 +31,11 @@ def sincos_embedding_1d(positions, dim, max_period=10000.0):
         >>> sincos_embedding_1d(10, 64).shape
         (10, 64)
     """
-    _check_positive_int("dim", dim)
+    check_int(dim, "dim")
     if dim % 2:
         raise ValueError(f"`dim` must be even for a sin-cos table, got {dim}.")
     if np.isscalar(positions):
-        _check_positive_int("positions", positions)
+        check_int(positions, "positions")
         positions = np.arange(positions)
     positions = np.asarray(positions, dtype=np.float64).reshape(-1)
     omega = 1.0 / max_period ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
@@ -71,8 +68,8 @@ def sincos_embedding_2d(grid_height, grid_width, dim, max_period=10000.0, order=
         >>> sincos_embedding_2d(4, 4, 64).shape
         (16, 64)
     """
-    _check_positive_int("grid_height", grid_height)
-    _check_positive_int("grid_width", grid_width)
+    check_int(grid_height, "grid_height")
+    check_int(grid_width, "grid_width")
     if dim % 4:
         raise ValueError(f"`dim` must be divisible by 4 for a 2D sin-cos table, got {dim}.")
     if order not in SINCOS_2D_ORDERS:
@@ -97,7 +94,7 @@ def sincos_embedding_3d(frames, grid_height, grid_width, dim, temporal_dim=None,
         >>> sincos_embedding_3d(4, 2, 2, 64).shape
         (16, 64)
     """
-    _check_positive_int("frames", frames)
+    check_int(frames, "frames")
     if temporal_dim is None:
         temporal_dim = max(2, (dim // 4) // 2 * 2)
     spatial_dim = dim - temporal_dim
@@ -192,7 +189,7 @@ class TimestepEmbedding(keras.layers.Layer):
 
     def __init__(self, hidden_dim, frequency_dim=256, max_period=10000.0, time_scale=1.0, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("hidden_dim", hidden_dim)
+        check_int(hidden_dim, "hidden_dim")
         if frequency_dim % 2:
             raise ValueError(f"`frequency_dim` must be even, got {frequency_dim}.")
         self.hidden_dim = hidden_dim
@@ -250,8 +247,8 @@ class LabelEmbedding(keras.layers.Layer):
 
     def __init__(self, num_classes, hidden_dim, dropout_prob=0.1, seed=None, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("hidden_dim", hidden_dim)
+        check_int(num_classes, "num_classes")
+        check_int(hidden_dim, "hidden_dim")
         if not 0.0 <= dropout_prob < 1.0:
             raise ValueError(f"`dropout_prob` must be in [0, 1), got {dropout_prob}.")
         self.num_classes = num_classes
@@ -327,7 +324,7 @@ class PooledTextEmbedding(keras.layers.Layer):
 
     def __init__(self, hidden_dim, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("hidden_dim", hidden_dim)
+        check_int(hidden_dim, "hidden_dim")
         self.hidden_dim = hidden_dim
         self.dense_1 = keras.layers.Dense(hidden_dim, name="dense_1", dtype=self.dtype_policy)
         self.dense_2 = keras.layers.Dense(hidden_dim, name="dense_2", dtype=self.dtype_policy)

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_vdiff.layers.normalization import layer_norm
+
 
 def modulate(x, shift, scale):
     """``x * (1 + scale) + shift`` with ``shift``/``scale`` ``(B, D)`` broadcast over tokens.
@@ -109,9 +111,7 @@ class FinalLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.output_dim = output_dim
         self.epsilon = epsilon
-        self.norm = keras.layers.LayerNormalization(
-            epsilon=epsilon, center=False, scale=False, name="norm", dtype="float32"
-        )
+        self.norm = layer_norm("norm", epsilon=epsilon)
         self.projection = keras.layers.Dense(
             output_dim, kernel_initializer="zeros", name="projection", dtype=self.dtype_policy
         )

@@ -13,10 +13,7 @@ rearrangement back: tokens whose width is ``pt*p*p*C_out`` become a video.
 import keras
 from keras import ops
 
-
-def _check_size(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+from keras_vdiff.validation import check_int
 
 
 def patchify(x, patch_size, tubelet_size=1):
@@ -112,9 +109,9 @@ class PatchEmbedding(keras.layers.Layer):
 
     def __init__(self, patch_size=2, hidden_dim=64, tubelet_size=1, use_bias=True, **kwargs):
         super().__init__(**kwargs)
-        _check_size("patch_size", patch_size)
-        _check_size("hidden_dim", hidden_dim)
-        _check_size("tubelet_size", tubelet_size)
+        check_int(patch_size, "patch_size")
+        check_int(hidden_dim, "hidden_dim")
+        check_int(tubelet_size, "tubelet_size")
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
         self.tubelet_size = tubelet_size
@@ -184,9 +181,9 @@ class Unpatchify(keras.layers.Layer):
 
     def __init__(self, patch_size=2, out_channels=4, tubelet_size=1, grid_size=None, **kwargs):
         super().__init__(**kwargs)
-        _check_size("patch_size", patch_size)
-        _check_size("out_channels", out_channels)
-        _check_size("tubelet_size", tubelet_size)
+        check_int(patch_size, "patch_size")
+        check_int(out_channels, "out_channels")
+        check_int(tubelet_size, "tubelet_size")
         self.patch_size = patch_size
         self.out_channels = out_channels
         self.tubelet_size = tubelet_size

@@ -19,25 +19,27 @@ decide *which* tokens attend to which:
 
 Text cross-attention never mixes video tokens: every query attends to the text
 independently, so it is computed on ``(B, F*N, D)`` without repeating the text
-per frame. ``ConditionEmbedding`` builds the adaLN condition vector
-``c = t_emb (+ label_emb | + pooled_text_emb)`` shared by the video backbones.
+per frame. The condition vector ``c`` the blocks are modulated by comes from
+``ConditionEmbedding`` (``layers/conditioning.py``, the conditioning contract).
 """
 
 import keras
 from keras import ops
 
 from keras_vdiff.layers.attention import Attention, JointAttention
-from keras_vdiff.layers.embeddings import (
-    LabelEmbedding,
-    PooledTextEmbedding,
-    TimestepEmbedding,
-    apply_rope,
+# The conditioning contract lives in layers/conditioning.py; these names stay importable from here.
+from keras_vdiff.layers.conditioning import (  # noqa: F401
+    CONDITIONINGS,
+    ConditionEmbedding,
+    check_conditioning,
+    condition_inputs,
 )
+from keras_vdiff.layers.embeddings import apply_rope
 from keras_vdiff.layers.modulation import AdaLNModulation, expand_to, modulate
+from keras_vdiff.layers.normalization import layer_norm
 from keras_vdiff.layers.transformer import (
     MLP,
     DiTBlock,
-    _layer_norm,
     fold_spatial,
     fold_temporal,
     unfold_spatial,
@@ -45,7 +47,6 @@ from keras_vdiff.layers.transformer import (
 )
 
 ATTENTION_AXES = ("spatial", "temporal")
-CONDITIONINGS = (None, "class", "text")
 
 
 def attend_along(attention, x, axis, rope=None):
@@ -204,7 +205,7 @@ class SpatioTemporalBlock(DiTBlock):
         super().__init__(hidden_dim, num_heads, mlp_ratio=mlp_ratio, cross_attention=cross_attention,
                          qk_norm=qk_norm, **kwargs)
         self.temporal_adaln = temporal_adaln
-        self.norm_temporal = _layer_norm("norm_temporal", affine=not temporal_adaln)
+        self.norm_temporal = layer_norm("norm_temporal", affine=not temporal_adaln)
         self.temporal_attention = Attention(
             num_heads, hidden_dim // num_heads, qk_norm=qk_norm, zero_init_output=not temporal_adaln,
             name="temporal_attention", dtype=self.dtype_policy,
@@ -360,7 +361,7 @@ class TextCrossAttentionBlock(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.qk_norm = qk_norm
-        self.norm = _layer_norm("norm", affine=True)
+        self.norm = layer_norm("norm", affine=True)
         self.attention = Attention(
             num_heads, hidden_dim // num_heads, qk_norm=qk_norm, zero_init_output=True, name="attention",
             dtype=self.dtype_policy,
@@ -433,12 +434,12 @@ class MMDiTBlock(keras.layers.Layer):
         )
         self.streams = ("x", "context") if context_output else ("x",)
         for stream in ("x", "context"):
-            setattr(self, f"{stream}_norm1", _layer_norm(f"{stream}_norm1"))
+            setattr(self, f"{stream}_norm1", layer_norm(f"{stream}_norm1"))
             count = 6 if stream in self.streams else 2  # a text stream without output only needs shift, scale
             setattr(self, f"{stream}_modulation",
                     AdaLNModulation(hidden_dim, count, name=f"{stream}_modulation", dtype=self.dtype_policy))
         for stream in self.streams:
-            setattr(self, f"{stream}_norm2", _layer_norm(f"{stream}_norm2"))
+            setattr(self, f"{stream}_norm2", layer_norm(f"{stream}_norm2"))
             setattr(self, f"{stream}_mlp", MLP(hidden_dim, mlp_ratio, name=f"{stream}_mlp", dtype=self.dtype_policy))
 
     def build(self, x_shape, context_shape=None, condition_shape=None, context_mask_shape=None, rope_shape=None):
@@ -487,113 +488,3 @@ class MMDiTBlock(keras.layers.Layer):
         )
         return config
 
-
-def check_conditioning(conditioning, num_classes=None, text_dim=None):
-    """Validate a backbone's ``conditioning`` with its ``num_classes`` / ``text_dim``."""
-    if conditioning not in CONDITIONINGS:
-        raise ValueError(f"`conditioning` must be one of {CONDITIONINGS}, got {conditioning!r}.")
-    for needed, name, value in (("class", "num_classes", num_classes), ("text", "text_dim", text_dim)):
-        if conditioning == needed and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            raise ValueError(
-                f"`conditioning={needed!r}` needs a positive integer `{name}`, got {value!r}."
-            )
-
-
-def condition_inputs(conditioning, text_dim=None):
-    """The ``keras.Input`` s of a video backbone's condition, keyed by the contract's names.
-
-    ``"class"``: ``class_labels (B,)`` int32. ``"text"``: ``text_embeddings (B, L, text_dim)``,
-    ``text_mask (B, L)`` (1 = token, 0 = padding), ``pooled_text (B, text_dim)``; ``L`` is free.
-    """
-    if conditioning == "class":
-        return {"class_labels": keras.Input(shape=(), dtype="int32", name="class_labels")}
-    if conditioning == "text":
-        return {
-            "text_embeddings": keras.Input(shape=(None, text_dim), name="text_embeddings"),
-            "text_mask": keras.Input(shape=(None,), name="text_mask"),
-            "pooled_text": keras.Input(shape=(text_dim,), name="pooled_text"),
-        }
-    return {}
-
-
-@keras.saving.register_keras_serializable(package="keras_vdiff")
-class ConditionEmbedding(keras.layers.Layer):
-    """The adaLN condition vector of a video backbone: ``c = t_emb (+ y_emb | + pooled_text_emb)``.
-
-    - unconditional: ``c = TimestepEmbedding(t)``;
-    - ``"class"``: ``+ LabelEmbedding(y)`` (label ``num_classes`` is the null class; DiT / Latte);
-    - ``"text"``: ``+ PooledTextEmbedding(pooled_text, text_mask)`` (GenTron, thesis:
-      ``c = t_emb + y_pool``); an all-zero ``text_mask`` row selects the learned null embedding.
-
-    Args:
-        hidden_dim: width of ``c``.
-        conditioning: ``None``, ``"class"`` or ``"text"``.
-        num_classes: number of classes (class conditioning).
-        class_dropout_prob: in-model label dropping during training (keep 0 when the
-            task model drops conditions itself).
-
-    Call:
-        ``timesteps (B,)``, ``class_labels (B,)``, ``pooled_text (B, Dt)``, ``text_mask (B, L)`` -> ``(B, D)``.
-
-    Example:
-        >>> emb = ConditionEmbedding(32, conditioning="class", num_classes=10)
-        >>> emb(keras.ops.array([1.0, 500.0]), class_labels=keras.ops.array([3, 10])).shape
-        (2, 32)
-    """
-
-    def __init__(self, hidden_dim, conditioning=None, num_classes=None, class_dropout_prob=0.0, **kwargs):
-        super().__init__(**kwargs)
-        check_conditioning(conditioning, num_classes, text_dim=1)
-        self.hidden_dim = hidden_dim
-        self.conditioning = conditioning
-        self.num_classes = num_classes
-        self.class_dropout_prob = class_dropout_prob
-        self.timestep_embedding = TimestepEmbedding(hidden_dim, name="timestep_embedding", dtype=self.dtype_policy)
-        if conditioning == "class":
-            self.label_embedding = LabelEmbedding(
-                num_classes, hidden_dim, dropout_prob=class_dropout_prob, name="label_embedding",
-                dtype=self.dtype_policy,
-            )
-        elif conditioning == "text":
-            self.pooled_text_embedding = PooledTextEmbedding(
-                hidden_dim, name="pooled_text_embedding", dtype=self.dtype_policy
-            )
-
-    def build(self, timesteps_shape, class_labels_shape=None, pooled_text_shape=None, text_mask_shape=None):
-        self.timestep_embedding.build(timesteps_shape)
-        if self.conditioning == "class":
-            self.label_embedding.build(class_labels_shape or (None,))
-        elif self.conditioning == "text":
-            if pooled_text_shape is None:
-                raise ValueError("A text-conditioned ConditionEmbedding is built from the `pooled_text` shape.")
-            self.pooled_text_embedding.build(pooled_text_shape, text_mask_shape)
-        self.built = True
-
-    def call(self, timesteps, class_labels=None, pooled_text=None, text_mask=None, training=None):
-        c = self.timestep_embedding(timesteps)
-        if self.conditioning == "class":
-            c = c + self.label_embedding(class_labels, training=training)
-        elif self.conditioning == "text":
-            c = c + self.pooled_text_embedding(pooled_text, text_mask)
-        return c
-
-    def compute_output_shape(self, timesteps_shape, *args, **kwargs):
-        return (timesteps_shape[0], self.hidden_dim)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            hidden_dim=self.hidden_dim,
-            conditioning=self.conditioning,
-            num_classes=self.num_classes,
-            class_dropout_prob=self.class_dropout_prob,
-        )
-        return config
-
-    def embed(self, inputs, training=None):
-        """``c`` from a backbone's input dict (uses only the keys the conditioning needs)."""
-        if self.conditioning == "class":
-            return self(inputs["timesteps"], class_labels=inputs["class_labels"], training=training)
-        if self.conditioning == "text":
-            return self(inputs["timesteps"], pooled_text=inputs["pooled_text"], text_mask=inputs["text_mask"])
-        return self(inputs["timesteps"])

@@ -18,7 +18,8 @@ from keras_vdiff.layers.embeddings import SINCOS_2D_ORDERS, LabelEmbedding, Time
 from keras_vdiff.layers.modulation import FinalLayer
 from keras_vdiff.layers.patching import PatchEmbedding, Unpatchify
 from keras_vdiff.layers.transformer import DiTBlock
-from keras_vdiff.models.backbone import VideoBackbone, as_pair, checked_int
+from keras_vdiff.models.backbone import VideoBackbone
+from keras_vdiff.validation import check_int, check_pair
 from keras_vdiff.presets.registry import register_preset
 
 # The paper's model sizes (Table 1): depth, width, heads.
@@ -82,11 +83,11 @@ class DiT(VideoBackbone):
         dtype=None,
         **kwargs,
     ):
-        height, width = as_pair(image_size, "image_size")
-        checked_int(in_channels, "in_channels")
-        checked_int(patch_size, "patch_size")
-        checked_int(num_layers, "num_layers")
-        checked_int(num_classes, "num_classes")
+        height, width = check_pair(image_size, "image_size")
+        check_int(in_channels, "in_channels")
+        check_int(patch_size, "patch_size")
+        check_int(num_layers, "num_layers")
+        check_int(num_classes, "num_classes")
         if height % patch_size or width % patch_size:
             raise ValueError(f"`image_size`={image_size} must be divisible by `patch_size`={patch_size}.")
         if hidden_dim % num_heads or hidden_dim % 4:

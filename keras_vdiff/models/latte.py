@@ -36,7 +36,8 @@ from keras_vdiff.layers.video_blocks import (
     check_conditioning,
     condition_inputs,
 )
-from keras_vdiff.models.backbone import VideoBackbone, checked_int
+from keras_vdiff.models.backbone import VideoBackbone
+from keras_vdiff.validation import check_int
 from keras_vdiff.presets.registry import register_preset
 
 # The paper's model sizes (DiT's; Latte Table / official code): depth, width, heads.
@@ -66,7 +67,7 @@ def check_video_transformer(input_shape, patch_size, tubelet_size, hidden_dim, n
         )
     for name, value in (("patch_size", patch_size), ("tubelet_size", tubelet_size),
                         ("num_layers", num_layers), ("num_heads", num_heads), ("hidden_dim", hidden_dim)):
-        checked_int(value, name)
+        check_int(value, name)
     frames, height, width, _ = shape
     if height % patch_size or width % patch_size:
         raise ValueError(

@@ -19,27 +19,19 @@ for images and, with temporal options, for videos (``VDMUNet``,
 import keras
 from keras import ops
 
+from keras_vdiff.layers.conditioning import CONDITIONINGS, condition_inputs
 from keras_vdiff.layers.convolution import apply_per_frame
-from keras_vdiff.layers.video_blocks import condition_inputs
-from keras_vdiff.layers.unet_blocks import (
-    Downsample,
-    ResBlock,
-    SpatialAttention,
-    TemporalAttention,
-    UNetConditionEmbedding,
-    Upsample,
-    _group_norm,
-)
-from keras_vdiff.models.backbone import VideoBackbone, as_pair, checked_int
-from keras_vdiff.presets.registry import register_preset
-
-CONDITIONINGS = (None, "class", "text")
+from keras_vdiff.models.backbone import VideoBackbone
+from keras_vdiff.models.unet.attention import SpatialAttention, TemporalAttention
+from keras_vdiff.models.unet.blocks import Downsample, ResBlock, Upsample, group_norm
+from keras_vdiff.models.unet.condition_embedding import UNetConditionEmbedding
+from keras_vdiff.validation import check_int, check_pair
 
 
 def _check_unet_args(image_size, dim, dim_mults, attention_resolutions, conditioning, num_classes, num_heads,
                      text_dim=None):
-    height, width = as_pair(image_size, "image_size")
-    checked_int(dim, "dim")
+    height, width = check_pair(image_size, "image_size")
+    check_int(dim, "dim")
     if dim % 2:
         raise ValueError(f"`dim` must be even (sinusoidal timestep features), got {dim}.")
     dim_mults = tuple(dim_mults)
@@ -54,18 +46,24 @@ def _check_unet_args(image_size, dim, dim_mults, attention_resolutions, conditio
     if conditioning not in CONDITIONINGS:
         raise ValueError(f"`conditioning` must be one of {CONDITIONINGS} for U-Nets, got {conditioning!r}.")
     if conditioning == "class":
-        checked_int(num_classes, "num_classes")
+        check_int(num_classes, "num_classes")
     if conditioning == "text":
-        checked_int(text_dim, "text_dim")
-    checked_int(num_heads, "num_heads")
+        check_int(text_dim, "text_dim")
+    check_int(num_heads, "num_heads")
     attention_resolutions = tuple(attention_resolutions or ())
     for r in attention_resolutions:
-        checked_int(r, "attention_resolutions")
+        check_int(r, "attention_resolutions")
     return (height, width), dim_mults, attention_resolutions
 
 
 class UNetBackbone(VideoBackbone):
-    """Common base of the U-Net backbones: optional inputs may be left out of the input dict.
+    """Common base of the U-Net backbones: the arguments every U-Net shares, the graph, the config.
+
+    The arguments below (with the defaults the U-Nets share) are documented in
+    :class:`UNet2D`; the video U-Nets add theirs through ``video`` (the keyword
+    arguments of :func:`build_unet_graph` for time). Every constructor argument
+    named in the subclass's ``CONFIG_KEYS`` is kept as an attribute of the same
+    name (sequences as tuples) and written back by ``get_config`` (as lists).
 
     ``temporal_mask`` and ``fps`` are optional inputs of the video U-Nets; a
     caller (e.g. ``VideoDiffusion``) that does not know them may omit them,
@@ -73,6 +71,53 @@ class UNetBackbone(VideoBackbone):
     """
 
     optional_input_names = ("temporal_mask", "fps")
+    CONFIG_KEYS = ()
+
+    def __init__(
+        self,
+        *,
+        image_size,
+        attention_resolutions,
+        in_channels=3,
+        dim=64,
+        dim_mults=(1, 2, 4, 8),
+        num_res_blocks=2,
+        num_heads=4,
+        norm_groups=32,
+        dropout=0.0,
+        conditioning=None,
+        num_classes=None,
+        text_dim=None,
+        embedding_mode="scale_shift",
+        learn_sigma=False,
+        video=None,
+        dtype=None,
+        **kwargs,
+    ):
+        check_int(in_channels, "in_channels")
+        out_channels = in_channels * (2 if learn_sigma else 1)
+        inputs, outputs = build_unet_graph(
+            self, image_size=image_size, in_channels=in_channels, out_channels=out_channels, dim=dim,
+            dim_mults=dim_mults, num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
+            num_heads=num_heads, norm_groups=norm_groups, dropout=dropout, conditioning=conditioning,
+            num_classes=num_classes, text_dim=text_dim, embedding_mode=embedding_mode, dtype=dtype, **(video or {}),
+        )
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.dim = dim
+        self.dim_mults = tuple(dim_mults)
+        self.num_res_blocks = num_res_blocks
+        self.attention_resolutions = tuple(attention_resolutions or ())
+        self.num_heads = num_heads
+        self.norm_groups = norm_groups
+        self.dropout = dropout
+        self.conditioning = conditioning
+        self.num_classes = num_classes if conditioning == "class" else None
+        self.text_dim = text_dim if conditioning == "text" else None
+        self.embedding_mode = embedding_mode
+        self.learn_sigma = learn_sigma
+        self.out_channels = out_channels
 
     def __call__(self, inputs, *args, **kwargs):
         if isinstance(inputs, dict) and isinstance(self.input, dict):
@@ -80,6 +125,13 @@ class UNetBackbone(VideoBackbone):
             if missing:
                 inputs = dict(inputs, **{k: None for k in missing})
         return super().__call__(inputs, *args, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in self.CONFIG_KEYS:
+            value = getattr(self, key)
+            config[key] = list(value) if isinstance(value, tuple) and key != "image_size" else value
+        return config
 
 
 def build_unet_graph(
@@ -122,11 +174,11 @@ def build_unet_graph(
     (height, width), dim_mults, attention_resolutions = _check_unet_args(
         image_size, dim, dim_mults, attention_resolutions, conditioning, num_classes, num_heads, text_dim
     )
-    checked_int(num_res_blocks, "num_res_blocks")
-    checked_int(num_extra_input_channels, "num_extra_input_channels", minimum=0)
+    check_int(num_res_blocks, "num_res_blocks")
+    check_int(num_extra_input_channels, "num_extra_input_channels", minimum=0)
     video = num_frames is not None
     if video:
-        checked_int(num_frames, "num_frames")
+        check_int(num_frames, "num_frames")
     layers = {}
 
     def add(name, layer):
@@ -219,7 +271,7 @@ def build_unet_graph(
         if level != 0:
             x = add(f"up_{level}_upsample", Upsample(name=f"up_{level}_upsample", **common))(x)
             size *= 2
-    norm_out = add("norm_out", _group_norm(dim, norm_groups, "norm_out", dtype))
+    norm_out = add("norm_out", group_norm(dim, norm_groups, "norm_out", dtype))
     conv_out = add("conv_out", keras.layers.Conv2D(
         out_channels, 3, padding="same", kernel_initializer="zeros", name="conv_out", **common))
     x = ops.silu(apply_per_frame(norm_out, x))
@@ -268,92 +320,11 @@ class UNet2D(UNetBackbone):
     """
 
     is_video = False
-
-    def __init__(
-        self,
-        image_size=32,
-        in_channels=3,
-        dim=64,
-        dim_mults=(1, 2, 4, 8),
-        num_res_blocks=2,
-        attention_resolutions=(16,),
-        num_heads=4,
-        norm_groups=32,
-        dropout=0.0,
-        conditioning=None,
-        num_classes=None,
-        text_dim=None,
-        embedding_mode="scale_shift",
-        learn_sigma=False,
-        dtype=None,
-        **kwargs,
-    ):
-        checked_int(in_channels, "in_channels")
-        out_channels = in_channels * (2 if learn_sigma else 1)
-        inputs, outputs = build_unet_graph(
-            self, image_size=image_size, in_channels=in_channels, out_channels=out_channels, dim=dim,
-            dim_mults=dim_mults, num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
-            num_heads=num_heads, norm_groups=norm_groups, dropout=dropout, conditioning=conditioning,
-            num_classes=num_classes, text_dim=text_dim, embedding_mode=embedding_mode, dtype=dtype,
-        )
-        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
-        self.image_size = image_size
-        self.in_channels = in_channels
-        self.dim = dim
-        self.dim_mults = tuple(dim_mults)
-        self.num_res_blocks = num_res_blocks
-        self.attention_resolutions = tuple(attention_resolutions or ())
-        self.num_heads = num_heads
-        self.norm_groups = norm_groups
-        self.dropout = dropout
-        self.conditioning = conditioning
-        self.num_classes = num_classes if conditioning == "class" else None
-        self.text_dim = text_dim if conditioning == "text" else None
-        self.embedding_mode = embedding_mode
-        self.learn_sigma = learn_sigma
-        self.out_channels = out_channels
-        self.latent_shape = as_pair(image_size, "image_size") + (in_channels,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            in_channels=self.in_channels,
-            dim=self.dim,
-            dim_mults=list(self.dim_mults),
-            num_res_blocks=self.num_res_blocks,
-            attention_resolutions=list(self.attention_resolutions),
-            num_heads=self.num_heads,
-            norm_groups=self.norm_groups,
-            dropout=self.dropout,
-            conditioning=self.conditioning,
-            num_classes=self.num_classes,
-            text_dim=self.text_dim,
-            embedding_mode=self.embedding_mode,
-            learn_sigma=self.learn_sigma,
-        )
-        return config
-
-
-def _register_presets():
-    register_preset(
-        "unet2d_tiny",
-        "UNet2D",
-        dict(image_size=16, in_channels=3, dim=16, dim_mults=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-             num_heads=2, norm_groups=8, conditioning="class", num_classes=4, learn_sigma=False),
-        "A tiny class-conditional DDPM U-Net for tests and CPU experiments (16x16x3, 4 classes); "
-        "inflate it with inflate_unet.",
-        metadata=dict(paper="arXiv:2006.11239"),
-    )
-    register_preset(
-        "unet2d_ddpm_cifar",
-        "UNet2D",
-        dict(image_size=32, in_channels=3, dim=128, dim_mults=(1, 2, 2, 2), num_res_blocks=2,
-             attention_resolutions=(16,), num_heads=1, norm_groups=32, dropout=0.1, learn_sigma=False),
-        "The DDPM CIFAR-10 U-Net (Ho et al. 2020): width 128, multipliers (1,2,2,2), attention at 16x16; "
-        "random init.",
-        metadata=dict(paper="arXiv:2006.11239"),
+    CONFIG_KEYS = (
+        "image_size", "in_channels", "dim", "dim_mults", "num_res_blocks", "attention_resolutions", "num_heads",
+        "norm_groups", "dropout", "conditioning", "num_classes", "text_dim", "embedding_mode", "learn_sigma",
     )
 
-
-_register_presets()
+    def __init__(self, image_size=32, *, attention_resolutions=(16,), **kwargs):
+        super().__init__(image_size=image_size, attention_resolutions=attention_resolutions, **kwargs)
+        self.latent_shape = check_pair(image_size, "image_size") + (self.in_channels,)

@@ -12,8 +12,8 @@ from keras_vdiff import metrics
 from keras_vdiff import text
 from keras_vdiff import autoencoders
 from keras_vdiff import presets
-from keras_vdiff.video_diffusion import VideoDiffusion
-from keras_vdiff.diffusion.frame_conditioning import FrameConditionedDiffusion
+from keras_vdiff import tasks
+from keras_vdiff.tasks import FrameConditionedDiffusion, TextToVideoPreprocessor, VideoDiffusion
 from keras_vdiff import training
 
 __version__ = "0.1.0"

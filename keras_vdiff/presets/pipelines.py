@@ -1,16 +1,19 @@
 """Whole-pipeline presets (backbone + process + text encoder), trained by the project.
 
-A trained pipeline ships as the preset directory its training run wrote with
-``VideoDiffusion.save_to_preset`` (``pipeline.json`` + ``model.weights.h5``)
-under ``keras_vdiff/presets/weights/<name>/``, next to a ``training.json``
-with the command that produced it and its measured scores. It is registered
-only when that directory is present, so ``keras_vdiff.presets.list()`` never
-names a preset that cannot load.
+A trained pipeline ships as the preset directory ``VideoDiffusion.save_to_preset``
+writes (a keras-hub preset folder: ``config.json`` + ``model.weights.h5`` for the
+backbone, ``task.json`` + ``task.weights.h5`` for the rest, the tokenizer's
+``preprocessor.json`` / ``tokenizer.json``; see ``pipeline_format``) under
+``keras_vdiff/presets/weights/<name>/``, next to a ``training.json`` with the
+command that produced it and its measured scores. It is registered only when
+that directory holds a pipeline, so ``keras_vdiff.presets.list()`` never names
+a preset that cannot load.
 """
 
 import json
 import os
 
+from keras_vdiff.presets.pipeline_format import preset_layout
 from keras_vdiff.presets.registry import WEIGHTS_DIR, register_preset
 
 TRAINED_PIPELINES = {
@@ -24,7 +27,7 @@ TRAINED_PIPELINES = {
 def _register():
     for name, description in TRAINED_PIPELINES.items():
         directory = os.path.join(WEIGHTS_DIR, name)
-        if not os.path.exists(os.path.join(directory, "pipeline.json")):
+        if preset_layout(directory) not in ("pipeline", "legacy_pipeline"):
             continue
         metadata = {}
         info = os.path.join(directory, "training.json")

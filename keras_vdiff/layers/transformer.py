@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_vdiff.layers.attention import Attention
+from keras_vdiff.layers.gradient_boundary import gradient_boundary
 from keras_vdiff.layers.modulation import AdaLNModulation, expand_to, modulate
 
 
@@ -166,6 +167,15 @@ class DiTBlock(keras.layers.Layer):
         self.mlp.build(x_shape)
         self.modulation.build(condition_shape or (None, self.hidden_dim))
         self.built = True
+
+    def __call__(self, *args, **kwargs):
+        # The residual stream `x` enters every block family here (subclasses override `call`, not this):
+        # on JAX its gradient is materialised once per block, see `layers/gradient_boundary.py`.
+        if args:
+            args = (gradient_boundary(args[0]),) + args[1:]
+        elif "x" in kwargs:
+            kwargs["x"] = gradient_boundary(kwargs["x"])
+        return super().__call__(*args, **kwargs)
 
     def call(self, x, condition, context=None, context_mask=None, rope=None):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition)

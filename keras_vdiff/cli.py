@@ -18,14 +18,16 @@ import time
 
 import numpy as np
 
+from keras_vdiff.validation import check_int
+
 SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m")
 
 
 def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+    try:  # the library's own check, so the CLI and the Python API reject the same values
+        return check_int(int(text), "value")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive_float(text):
@@ -100,7 +102,11 @@ def build_parser():
     train.add_argument("--ema", type=float, default=0.995, help="EMA momentum of the weights; 0 disables")
     train.add_argument("--output-dir", required=True, help="run directory")
     train.add_argument("--resume", action="store_true",
-                       help="continue from <output-dir>/pipeline instead of starting afresh")
+                       help="continue the run in --output-dir from its last checkpoint (step count, history, "
+                            "optimizer state and data order continue; --steps counts the whole run)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in --output-dir (without --resume or --overwrite, train "
+                            "refuses a directory holding a run)")
     train.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
     train.add_argument("--samples", type=int, default=3,
                        help="after training, sample this many captions (one per motion) as GIFs; 0 skips")
@@ -173,12 +179,46 @@ def cmd_presets(args):
 
 
 def _load_pipeline(preset):
-    from keras_vdiff.video_diffusion import VideoDiffusion
+    from keras_vdiff.tasks import VideoDiffusion
 
     try:
         return VideoDiffusion.from_preset(preset)
-    except ValueError as error:
+    except (ValueError, TypeError, OSError) as error:
         raise SystemExit(f"error: --preset: {error}")
+
+
+RUN_FILES = ("pipeline", "history.json", "loss.png")
+
+
+def _load_training_model(args, checkpoint):
+    """The model ``train`` starts from (a checkpoint, a preset or a new one) and the run state it resumes."""
+    from keras_vdiff import training
+
+    if args.resume:
+        if not os.path.isdir(checkpoint):
+            raise SystemExit(f"error: --resume: no checkpoint at {checkpoint}")
+        model = _load_pipeline(checkpoint)
+        if getattr(model, "optimizer", None) is not None:
+            # The checkpoint restores the optimizer state; the learning rate is this run's.
+            model.optimizer.learning_rate = args.learning_rate
+        state = training.load_run_state(checkpoint)
+        print(f"Resuming from {checkpoint} at step {state['steps']} (epoch {state['epochs']})")
+        return model, state
+    if args.preset is not None:
+        return _load_pipeline(args.preset), None
+    overrides = {}
+    if args.config:
+        text = open(args.config).read() if os.path.isfile(args.config) else args.config
+        try:
+            overrides = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"error: --config is neither a JSON file nor a JSON string: {error}")
+        if not isinstance(overrides, dict):
+            raise SystemExit(f"error: --config must be a JSON object, got {type(overrides).__name__}")
+    try:
+        return training.moving_mnist_text_to_video(**dict(overrides, seed=overrides.get("seed", args.seed))), None
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"error: --config: {error}")
 
 
 def cmd_train(args):
@@ -188,28 +228,21 @@ def cmd_train(args):
 
     if args.steps is None and args.max_minutes is None:
         raise SystemExit("error: give --steps, --max-minutes or both")
-    os.makedirs(args.output_dir, exist_ok=True)
+    if args.resume and args.overwrite:
+        raise SystemExit("error: --resume continues the run in --output-dir and --overwrite replaces it; give one")
+    existing = [name for name in RUN_FILES if os.path.exists(os.path.join(args.output_dir, name))]
+    if existing and not (args.resume or args.overwrite):
+        raise SystemExit(
+            f"error: --output-dir {args.output_dir} already holds a run ({', '.join(existing)}); pass --resume to "
+            "continue it, --overwrite to replace it, or choose another directory"
+        )
+    try:
+        training.check_writable(args.output_dir, "--output-dir")
+    except OSError as error:
+        raise SystemExit(f"error: {error}")
     checkpoint = os.path.join(args.output_dir, "pipeline")
     keras.utils.set_random_seed(args.seed)
-    if args.resume:
-        if not os.path.isdir(checkpoint):
-            raise SystemExit(f"error: --resume: no checkpoint at {checkpoint}")
-        model = _load_pipeline(checkpoint)
-        if getattr(model, "optimizer", None) is not None:
-            # The checkpoint restores the optimizer state; the learning rate is this run's.
-            model.optimizer.learning_rate = args.learning_rate
-        print(f"Resuming from {checkpoint}")
-    elif args.preset is not None:
-        model = _load_pipeline(args.preset)
-    else:
-        overrides = {}
-        if args.config:
-            text = open(args.config).read() if os.path.exists(args.config) else args.config
-            try:
-                overrides = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise SystemExit(f"error: --config is neither a JSON file nor a JSON string: {error}")
-        model = training.moving_mnist_text_to_video(seed=args.seed, **overrides)
+    model, state = _load_training_model(args, checkpoint)
     print(model.backbone.describe())
     print(f"Generating {args.num_videos} MovingMNIST videos ...")
     data = training.moving_mnist_training_data(model, args.num_videos, seed=args.seed,
@@ -220,8 +253,14 @@ def cmd_train(args):
     result = training.train(
         model, data, steps=args.steps, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
         batch_size=args.batch_size, learning_rate=args.learning_rate, ema_momentum=args.ema or None,
-        checkpoint_dir=checkpoint, seed=args.seed,
+        checkpoint_dir=checkpoint, seed=args.seed, initial_state=state,
     )
+    if result["stopped_by"] == "non_finite":
+        kept = training.load_run_state(checkpoint)["steps"] if os.path.isdir(checkpoint) else None
+        where = f"the checkpoint {checkpoint} keeps step {kept}" if kept else "no checkpoint was written"
+        print(f"error: {result['message']} Nothing non-finite was saved: {where}; resume from it with "
+              "--resume and a smaller --learning-rate.", file=sys.stderr)
+        return 1
     history = dict(
         backend=keras.backend.backend(), steps=result["steps"], stopped_by=result["stopped_by"],
         steps_per_second=result["steps_per_second"], seconds=result["seconds"][-1] if result["seconds"] else 0,
@@ -229,8 +268,9 @@ def cmd_train(args):
         losses=result["losses"],
     )
     atomic_files.write_json(os.path.join(args.output_dir, "history.json"), history)
-    training.plot_loss(result["losses"], os.path.join(args.output_dir, "loss.png"))
-    print(f"Trained {result['steps']} steps ({result['steps_per_second']:.2f} steps/s, stopped by "
+    if result["losses"]:
+        training.plot_loss(result["losses"], os.path.join(args.output_dir, "loss.png"))
+    print(f"Trained to step {result['steps']} ({result['steps_per_second']:.2f} steps/s, stopped by "
           f"{result['stopped_by']}); final loss {np.mean(result['losses'][-20:]):.4f}")
     if args.samples:
         from keras_vdiff.data.moving_mnist import MOTIONS, caption
@@ -244,21 +284,38 @@ def cmd_train(args):
     return 0
 
 
+def _writable(directory, option):
+    from keras_vdiff import training
+
+    try:
+        training.check_writable(directory, option)
+    except OSError as error:
+        raise SystemExit(f"error: {error}")
+
+
+def _generate(model, **kwargs):
+    try:
+        return model.generate(**kwargs)
+    except (ValueError, FloatingPointError) as error:
+        raise SystemExit(f"error: {error}")
+
+
 def cmd_sample(args):
     from keras_vdiff import training
 
-    model = _load_pipeline(args.preset)
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     bad = [f for f in formats if f not in ("gif", "mp4")]
     if bad or not formats:
         raise SystemExit(f"error: --format must list gif and/or mp4, got {args.format!r}")
+    _writable(args.output_dir, "--output-dir")
+    model = _load_pipeline(args.preset)
     kwargs = _sampling_kwargs(args)
     start = time.perf_counter()
     if args.prompt:
-        videos = model.generate(prompts=args.prompt, progress=True, **kwargs)
+        videos = _generate(model, prompts=args.prompt, progress=True, **kwargs)
         names = [f"{i:02d}_{training.slug(p)}" for i, p in enumerate(args.prompt)]
     else:
-        videos = model.generate(labels=args.label, progress=True, **kwargs)
+        videos = _generate(model, labels=args.label, progress=True, **kwargs)
         names = [f"{i:02d}_label_{label}" for i, label in enumerate(args.label)]
     print(f"Sampled {len(videos)} videos in {time.perf_counter() - start:.1f}s ({model.sampling_mode})")
     paths = training.write_samples(videos, names, args.output_dir, fps=args.fps, scale=args.scale, formats=formats)
@@ -273,6 +330,8 @@ def cmd_evaluate(args):
     from keras_vdiff import atomic_files, training
     from keras_vdiff.metrics.conditional_accuracy import conditional_accuracy_table
 
+    if args.output:
+        _writable(os.path.dirname(os.path.abspath(args.output)), "--output directory")
     model = _load_pipeline(args.preset)
     result = training.evaluate_moving_mnist(model, samples_per_caption=args.samples_per_caption,
                                             batch_size=args.batch_size, **_sampling_kwargs(args))
@@ -324,8 +383,11 @@ def cmd_convert(args):
     except (TypeError, ValueError) as error:
         raise SystemExit(f"error: --dit-checkpoint {args.dit_checkpoint}: {error}")
     del state_dict
-    with staged_directory(args.output_dir) as staging:
-        backbone.save_to_preset(staging)
+    try:
+        with staged_directory(args.output_dir) as staging:
+            backbone.save_to_preset(staging)
+    except FileExistsError as error:
+        raise SystemExit(f"error: --output-dir: {error}")
     config = backbone.get_config()
     print(backbone.describe())
     print("config: " + ", ".join(f"{k}={config[k]}" for k in (

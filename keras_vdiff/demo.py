@@ -42,7 +42,7 @@ def main(argv=None):
 
     from keras_vdiff import atomic_files, presets, training
     from keras_vdiff.data.moving_mnist import MOTIONS, caption
-    from keras_vdiff.video_diffusion import VideoDiffusion
+    from keras_vdiff.tasks import VideoDiffusion
 
     start = time.perf_counter()
     out = os.path.abspath(args.output_dir)

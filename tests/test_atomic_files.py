@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from keras_vdiff.atomic_files import staged_directory, staged_file, write_json, write_text
+from keras_vdiff.atomic_files import MANIFEST, foreign_files, staged_directory, staged_file, write_json, write_text
 
 
 def _umask():
@@ -51,12 +51,37 @@ def test_staged_directory_replaces_whole_or_refuses(tmp_path):
     target = tmp_path / "preset"
     with staged_directory(target) as staging:
         open(os.path.join(staging, "config.json"), "w").write("{}")
-    assert os.listdir(target) == ["config.json"]
+    assert sorted(os.listdir(target)) == [MANIFEST, "config.json"]
+    assert json.load(open(target / MANIFEST))["files"] == ["config.json"]
     with pytest.raises(ValueError):
         with staged_directory(target) as staging:
             open(os.path.join(staging, "other.json"), "w").write("{}")
             raise ValueError("interrupted")
-    assert os.listdir(target) == ["config.json"] and os.listdir(tmp_path) == ["preset"]
+    assert sorted(os.listdir(target)) == [MANIFEST, "config.json"] and os.listdir(tmp_path) == ["preset"]
     with pytest.raises(FileExistsError):
         with staged_directory(target, overwrite=False):
             pass
+
+
+def test_foreign_files_knows_the_library_s_own_and_earlier_presets(tmp_path):
+    legacy = tmp_path / "legacy"  # a pipeline saved before the manifest existed
+    legacy.mkdir()
+    for name in ("pipeline.json", "model.weights.h5", "state.json"):
+        (legacy / name).write_text("{}")
+    assert foreign_files(legacy) == []
+    (legacy / "notes.txt").write_text("mine")
+    assert foreign_files(legacy) == ["notes.txt"]
+    plain = tmp_path / "plain"  # a config.json alone does not make a preset
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+    assert foreign_files(plain) == ["config.json"]
+
+
+def test_nested_staged_directories_write_into_the_outer_staging(tmp_path):
+    with staged_directory(tmp_path / "ckpt") as outer:
+        with staged_directory(outer) as inner:
+            assert inner == outer
+            open(os.path.join(inner, "a.json"), "w").write("{}")
+        assert not (tmp_path / "ckpt").exists()  # the inner block swapped nothing in
+        open(os.path.join(outer, "b.json"), "w").write("{}")
+    assert json.load(open(tmp_path / "ckpt" / MANIFEST))["files"] == ["a.json", "b.json"]

@@ -119,10 +119,11 @@ def test_cli_train_resume_and_evaluate(tmp_path, capsys):
         assert (run / name).exists(), name
     assert json.load(open(run / "history.json"))["steps"] == 3
     assert len(os.listdir(run / "samples")) == 1
-    # --resume continues from the checkpoint.
-    assert cli.main(["train", "--num-videos", "16", "--batch-size", "8", "--steps", "1", "--output-dir", str(run),
+    # --resume continues from the checkpoint: --steps counts the whole run.
+    assert cli.main(["train", "--num-videos", "16", "--batch-size", "8", "--steps", "4", "--output-dir", str(run),
                      "--resume", "--samples", "0", "--learning-rate", "2e-4"]) == 0
-    assert "Resuming" in capsys.readouterr().out
+    assert f"Resuming from {run / 'pipeline'} at step 3" in capsys.readouterr().out
+    assert json.load(open(run / "history.json"))["steps"] == 4
     resumed = VideoDiffusion.from_preset(str(run / "pipeline"))
     assert float(keras.ops.convert_to_numpy(resumed.optimizer.learning_rate)) == pytest.approx(2e-4)
     report = tmp_path / "eval.json"

@@ -25,6 +25,8 @@ import os
 
 import numpy as np
 
+from keras_vdiff.validation import check_int
+
 MOTIONS = ("up and down", "left and right", "to and fro")
 DIGITS_SOURCES = ("auto", "sklearn", "mnist")
 SPLITS = ("train", "test")
@@ -147,12 +149,6 @@ def _trajectories(motions, frame_size, digit_size, num_frames, rng):
     return centers, scales
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-    return int(value)
-
-
 def moving_mnist(
     num_videos,
     frame_size=32,
@@ -189,12 +185,15 @@ def moving_mnist(
         >>> data["videos"].shape, data["captions"][0]
         ((8, 10, 16, 16, 1), 'The digit 3 is moving to and fro')
     """
-    num_videos = _check_positive_int("num_videos", num_videos)
-    frame_size = _check_positive_int("frame_size", frame_size)
-    num_frames = _check_positive_int("num_frames", num_frames)
+    num_videos = check_int(num_videos, "num_videos")
+    frame_size = check_int(frame_size, "frame_size")
+    num_frames = check_int(num_frames, "num_frames")
     if frame_size < 8:
         raise ValueError(f"`frame_size` must be at least 8, got {frame_size}.")
-    digit_size = frame_size // 2 if digit_size is None else _check_positive_int("digit_size", digit_size)
+    if num_frames < 2:
+        # Every caption names a motion, which a single frame cannot show.
+        raise ValueError(f"`num_frames` must be at least 2 (the captions describe motion), got {num_frames}.")
+    digit_size = frame_size // 2 if digit_size is None else check_int(digit_size, "digit_size")
     if digit_size * 1.4 > frame_size:
         raise ValueError(f"`digit_size` must be at most frame_size / 1.4 = {frame_size / 1.4:.1f}, got {digit_size}.")
     images, labels = load_digit_images(digits_source, split)
@@ -232,11 +231,11 @@ def bouncing_mnist(num_videos, frame_size=64, num_frames=20, num_digits=2, seed=
 
     Returns ``{"videos": uint8 (N, F, S, S, 1), "digits": int (N, num_digits)}``.
     """
-    num_videos = _check_positive_int("num_videos", num_videos)
-    frame_size = _check_positive_int("frame_size", frame_size)
-    num_frames = _check_positive_int("num_frames", num_frames)
-    num_digits = _check_positive_int("num_digits", num_digits)
-    digit_size = (frame_size * 7) // 16 if digit_size is None else _check_positive_int("digit_size", digit_size)
+    num_videos = check_int(num_videos, "num_videos")
+    frame_size = check_int(frame_size, "frame_size")
+    num_frames = check_int(num_frames, "num_frames")
+    num_digits = check_int(num_digits, "num_digits")
+    digit_size = (frame_size * 7) // 16 if digit_size is None else check_int(digit_size, "digit_size")
     if digit_size >= frame_size:
         raise ValueError(f"`digit_size` must be smaller than frame_size={frame_size}, got {digit_size}.")
     images, labels = load_digit_images(digits_source, split)

@@ -4,19 +4,25 @@ A keras-hub ``Backbone`` (a functional model whose ``get_config`` holds the
 constructor arguments), so ``save_to_preset(dir)`` / ``from_preset(dir)`` use
 keras-hub's preset format, plus the project's registered preset names.
 
-Contract (see docs/ARCHITECTURE.md): inputs are a dict with ``latents``, ``timesteps`` and
-the condition (``class_labels`` or ``text_embeddings``/``text_mask``/``pooled_text``);
-attributes ``latent_shape``, ``is_video``, ``in_channels``, ``out_channels``,
-``learn_sigma``, ``conditioning``, ``num_classes``, ``text_dim``,
-``self_conditioning`` and ``num_extra_input_channels`` tell the task model how to drive it.
+Contract (see docs/ARCHITECTURE.md and ``keras_vdiff.layers.conditioning``): inputs are a dict with
+``latents``, ``timesteps`` and the condition (``class_labels`` or
+``text_embeddings``/``text_mask``/``pooled_text``); attributes ``latent_shape``,
+``is_video``, ``in_channels``, ``out_channels``, ``learn_sigma``, ``conditioning``,
+``num_classes``, ``text_dim``, ``self_conditioning`` and ``num_extra_input_channels``
+tell the task model how to drive it.
 """
 
 import os
 
 import keras
+import numpy as np
 import keras_hub
 
+from keras_vdiff.atomic_files import staged_directory
 from keras_vdiff.presets import pipeline_format, registry
+# Moved to keras_vdiff.validation; kept importable here under their old names.
+from keras_vdiff.validation import check_int as checked_int  # noqa: F401
+from keras_vdiff.validation import check_pair as as_pair  # noqa: F401
 
 
 class VideoBackbone(keras_hub.models.Backbone):
@@ -28,6 +34,91 @@ class VideoBackbone(keras_hub.models.Backbone):
     text_dim = None
     self_conditioning = False
     num_extra_input_channels = 0
+
+    # What a family's ``__init__`` may pass on to the functional model besides inputs and outputs.
+    _FUNCTIONAL_KWARGS = ("name", "trainable", "dtype")
+
+    def __new__(cls, *args, **kwargs):
+        # Checked before the family's __init__ runs: Keras' functional model ignores unknown keywords,
+        # so `Latte(hidden_dimm=64)` would silently build the default width. Name the typo instead.
+        valid = cls.constructor_arguments()
+        unknown = sorted(set(kwargs) - set(valid) - {"inputs", "outputs"})
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__} got unexpected keyword argument(s) {', '.join(map(repr, unknown))}. "
+                f"Valid arguments: {', '.join(valid)}."
+            )
+        return super().__new__(cls, *args, **kwargs)
+
+    @classmethod
+    def constructor_arguments(cls):
+        """The keyword arguments ``cls(...)`` accepts: its parameters (and those its ``**kwargs`` forward to
+        its parent families') plus ``name``, ``trainable`` and ``dtype``."""
+        import inspect
+
+        names = []
+        for klass in cls.__mro__:
+            if klass is VideoBackbone or "__init__" not in vars(klass):
+                if klass is VideoBackbone:
+                    break
+                continue
+            parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
+            names += [p.name for p in parameters if p.name != "self" and p.name not in names
+                      and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+                break
+        return names + [name for name in cls._FUNCTIONAL_KWARGS if name not in names]
+
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, dict):
+            self._check_inputs(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def _check_inputs(self, inputs):
+        """Shape and range checks of a call's input dict, each error naming the input (cheap: static shapes only).
+
+        Without them a wrong channel count surfaces as a Dense layer's matmul
+        error, and a label out of range as NaN (JAX gathers out of bounds
+        without raising) or, for -1, silently as the last table row.
+        """
+        spec = self.input
+        if not isinstance(spec, dict):
+            return
+        unknown = sorted(set(inputs) - set(spec))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} got unknown input(s) {unknown}; its inputs are {sorted(spec)}.")
+        batch = {}
+        for key, value in inputs.items():
+            shape = getattr(value, "shape", None)
+            if shape is None:
+                continue
+            shape, expected = tuple(shape), tuple(spec[key].shape)
+            if len(shape) != len(expected) or any(
+                e is not None and s is not None and int(s) != e for s, e in zip(shape[1:], expected[1:])
+            ):
+                raise ValueError(
+                    f"Input `{key}` of {type(self).__name__} has shape {shape}; expected (batch,) + "
+                    f"{expected[1:]} (None: any size)."
+                )
+            if shape and shape[0] is not None:
+                batch[key] = int(shape[0])
+        if len(set(batch.values())) > 1:
+            raise ValueError(f"The inputs of {type(self).__name__} disagree on the batch size: {batch}.")
+        if "text_mask" in inputs and "text_embeddings" in inputs:
+            mask, embeddings = tuple(inputs["text_mask"].shape), tuple(inputs["text_embeddings"].shape)
+            if None not in mask[:2] + embeddings[:2] and mask[:2] != embeddings[:2]:
+                raise ValueError(
+                    f"`text_mask` has shape {mask} but `text_embeddings` has {embeddings}: the mask must be "
+                    "(batch, text_length) of the embeddings."
+                )
+        labels = inputs.get("class_labels")
+        if isinstance(labels, (list, tuple, np.ndarray)) and self.num_classes is not None and np.size(labels):
+            labels = np.asarray(labels)
+            if labels.min() < 0 or labels.max() > self.num_classes:
+                raise ValueError(
+                    f"`class_labels` must lie in [0, {self.num_classes}] ({self.num_classes} is the null class "
+                    f"of guidance), got values from {labels.min()} to {labels.max()}."
+                )
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
@@ -88,6 +179,16 @@ class VideoBackbone(keras_hub.models.Backbone):
             check_preset_kwargs(model_cls, kwargs)
         return super(VideoBackbone, cls).from_preset(directory, load_weights=load_weights, **kwargs)
 
+    def save_to_preset(self, preset_dir, max_shard_size=10):
+        """keras-hub's preset folder (``config.json``, weights, ``metadata.json``), written atomically.
+
+        The folder is staged and swapped in whole (``keras_vdiff.atomic_files.staged_directory``): an
+        existing folder is replaced only if keras_vdiff wrote everything in it, so a user's own files
+        are never deleted, and a killed save leaves the previous preset loadable.
+        """
+        with staged_directory(preset_dir) as staging:
+            super().save_to_preset(staging, max_shard_size=max_shard_size)
+
     def describe(self):
         """One line: class, parameter count, latent shape and conditioning."""
         return (
@@ -95,21 +196,22 @@ class VideoBackbone(keras_hub.models.Backbone):
             f"conditioning={self.conditioning}, learn_sigma={self.learn_sigma}"
         )
 
+    # === Config ===
+    # A family lists its constructor arguments in CONFIG_KEYS, keeps them with `store_config(locals())`
+    # at the end of its __init__ and inherits get_config; `input_shape` is written from `latent_shape`.
+    CONFIG_KEYS = ()
 
-def as_pair(value, name):
-    """An int or a pair of ints as a (height, width) tuple, validated."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ValueError(f"`{name}` must be a positive int or a pair of positive ints, got {value!r}.")
-    return value
+    def store_config(self, values):
+        """Keep every ``CONFIG_KEYS`` entry of ``values`` (a family's ``locals()``) as an attribute of that name."""
+        for key in self.CONFIG_KEYS:
+            if key != "input_shape" and key in values:
+                setattr(self, key, values[key])
 
-
-def checked_int(value, name, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return value
+    def get_config(self):
+        config = super().get_config()
+        for key in self.CONFIG_KEYS:
+            config[key] = tuple(self.latent_shape) if key == "input_shape" else getattr(self, key)
+        return config
 
 
 def check_preset_kwargs(model_cls, kwargs):

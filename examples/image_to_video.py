@@ -14,7 +14,8 @@ import keras
 import numpy as np
 
 import keras_vdiff as kv
-from keras_vdiff.diffusion.frame_conditioning import FrameConditionedDiffusion, frame_condition_channels
+from keras_vdiff.diffusion.frame_masks import frame_condition_channels
+from keras_vdiff.tasks import FrameConditionedDiffusion
 
 
 def main(argv=None):

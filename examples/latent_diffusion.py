@@ -13,7 +13,7 @@ import argparse
 import keras
 
 import keras_vdiff as kv
-from keras_vdiff.video_diffusion import unit_range_to_uint8, videos_to_unit_range
+from keras_vdiff.conventions import unit_range_to_uint8, videos_to_unit_range
 
 
 def main(argv=None):

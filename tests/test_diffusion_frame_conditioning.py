@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_vdiff.diffusion.frame_conditioning import (
-    FrameConditionedDiffusion,
+from keras_vdiff.diffusion.frame_masks import (
     first_frame_mask,
     frame_condition,
     frame_mask,
@@ -17,6 +16,7 @@ from keras_vdiff.diffusion.frame_conditioning import (
 )
 from keras_vdiff.diffusion.gaussian import GaussianDiffusion
 from keras_vdiff.diffusion.schedules import NoiseSchedule
+from keras_vdiff.tasks import FrameConditionedDiffusion
 from keras_vdiff.models.inflation import MakeAVideoUNet
 from keras_vdiff.models.latte import Latte
 
@@ -163,6 +163,20 @@ def test_any_video_backbone_through_the_added_projection():
     conditioned = model.generate(known_frames=videos[:, 0], **kwargs)
     np.testing.assert_array_equal(conditioned[:, 0], videos[:, 0])
     assert np.abs(conditioned[:, 1:].astype(int) - plain[:, 1:]).max() > 0
+
+
+def test_known_frames_travel_as_explicit_task_inputs_not_hidden_state(model):
+    """The known frames reach the sampling step through the plan's ``task_inputs``; the model keeps no state."""
+    videos = np.random.default_rng(0).uniform(-1, 1, (B, F, S, S, C)).astype("float32")
+    model.generate(known_frames=videos[:, 0], steps=1, compile=False, guidance_scale=1.0)
+    assert not any(name.startswith("_pending") for name in vars(model))
+    plan = model.prepare_generation(batch_size=B, guidance_scale=1.0)
+    latents, mask = model._known_frames_and_mask(videos[:, 0], None, None, B)
+    plan = model._with_known_frames(plan, frame_condition(latents, mask), True, None)
+    assert set(plan["task_inputs"]) >= {"frame_condition", "substitute_known_frames"}
+    assert "frame_condition" not in plan["conditions"]  # nothing but backbone inputs in the backbone's dict
+    inputs = model.denoiser_inputs(keras.ops.zeros((B, F, S, S, C)), keras.ops.zeros((B,)), plan)
+    assert set(inputs) <= set(model.backbone.input)
 
 
 def test_config_round_trip_and_errors(model):

@@ -1,6 +1,8 @@
 """The VideoDiffusion task: fit, compiled generate, guidance, determinism, presets, and an end-to-end check."""
 
+import ast
 import os
+import pathlib
 
 import keras
 import numpy as np
@@ -9,7 +11,8 @@ import pytest
 import keras_vdiff as kv
 from keras_vdiff.diffusion.flow_matching import FlowMatching
 from keras_vdiff.diffusion.gaussian import GaussianDiffusion
-from keras_vdiff.video_diffusion import VideoDiffusion, unit_range_to_uint8, videos_to_unit_range
+from keras_vdiff.conventions import unit_range_to_uint8, videos_to_unit_range
+from keras_vdiff.tasks import VideoDiffusion
 
 TINY_DIT = dict(image_size=8, in_channels=3, patch_size=2, hidden_dim=32, num_layers=2, num_heads=4, num_classes=4)
 COLOURS = np.array([[1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1]], np.float32)  # red, green, blue, yellow
@@ -153,3 +156,26 @@ def test_end_to_end_class_conditional_squares_are_recognisable():
     videos = model.generate(labels=requested, steps=20, sampler="ddim", guidance_scale=3.0, seed=0)
     accuracy = (colour_class(videos[:, 0]) == requested).mean()
     assert accuracy >= 0.9, accuracy
+
+
+def test_generate_is_prepare_then_sample_then_decode():
+    model = make_model()
+    plan = model.prepare_generation(labels=[0, 1], guidance_scale=2.0, seed=4)
+    assert plan["shape"] == (2,) + tuple(model.backbone.latent_shape) and plan["use_guidance"]
+    assert tuple(plan["conditions"]["class_labels"].shape) == (4,)  # the null rows after the conditional ones
+    videos = model.decode_latents(model.sample_latents(plan, steps=3, sampler="ddim"))
+    np.testing.assert_array_equal(videos, model.generate(labels=[0, 1], guidance_scale=2.0, seed=4, steps=3))
+
+
+def test_task_code_stays_small():
+    """Issue #18's budget: VideoDiffusion under 300 lines, no function of keras_vdiff/tasks over 80 lines."""
+    tasks = pathlib.Path(kv.__file__).parent / "tasks"
+    long = []
+    for path in sorted(tasks.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            length = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and length > 80:
+                long.append(f"{path.name}:{node.lineno} {node.name} ({length} lines)")
+            if isinstance(node, ast.ClassDef) and node.name == "VideoDiffusion":
+                assert length < 300, f"VideoDiffusion has {length} lines"
+    assert not long, long

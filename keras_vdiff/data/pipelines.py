@@ -13,9 +13,10 @@ frozen text encoder once over all captions.
 import keras
 import numpy as np
 
-__all__ = ["VideoBatches", "precompute_text", "to_tf_dataset", "TEXT_KEYS"]
+# The names of the text inputs are the backbone contract's (one definition, in layers/conditioning.py).
+from keras_vdiff.layers.conditioning import TEXT_KEYS
 
-TEXT_KEYS = ("text_embeddings", "text_mask", "pooled_text")
+__all__ = ["VideoBatches", "precompute_text", "to_tf_dataset", "TEXT_KEYS"]
 
 
 def _token_ids(tokenizer, captions):

@@ -39,7 +39,7 @@ def sampling_step_fn(task, sampler, use_guidance, batch):
             inputs = task.denoiser_inputs(latents, ops.ones((rows,), dtype="float32") * t, args)
             if self_conditioning:
                 inputs["previous_latents"] = carry[0]
-            output, new_latents = task.backbone_output(inputs, training=False)
+            output, new_latents = task._backbone_output(inputs, training=False)
             if self_conditioning:
                 carry = (ops.cast(new_latents, "float32"),)
             if use_guidance:

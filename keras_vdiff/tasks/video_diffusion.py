@@ -184,7 +184,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             raise ValueError("A self-conditioning backbone must take a `previous_latents` input.")
         return tuple(inputs["previous_latents"].shape[1:])
 
-    def backbone_output(self, inputs, training):
+    def _backbone_output(self, inputs, training):
         """The backbone's prediction for an input dict, and its new latents when it self-conditions."""
         output = self.backbone(inputs, training=training)
         if self.backbone.self_conditioning:
@@ -262,11 +262,11 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         inputs.update(self._training_conditions(x, batch_size, repeats))
         if self.backbone.self_conditioning:
             previous = ops.zeros((batch_size,) + self._previous_latents_shape(), dtype="float32")
-            _, first_latents = self.backbone_output(dict(inputs, previous_latents=previous), training)
+            _, first_latents = self._backbone_output(dict(inputs, previous_latents=previous), training)
             use = keras.random.uniform((batch_size,), seed=self.seed_generator) < self.self_conditioning_prob
             use = ops.reshape(ops.cast(use, "float32"), (-1,) + (1,) * (len(previous.shape) - 1))
             inputs["previous_latents"] = ops.stop_gradient(ops.cast(first_latents, "float32")) * use
-        output, _ = self.backbone_output(inputs, training)
+        output, _ = self._backbone_output(inputs, training)
         return output
 
     # --- sampling -----------------------------------------------------------------------------

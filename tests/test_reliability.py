@@ -353,7 +353,7 @@ def test_unknown_keyword_arguments_raise_a_type_error_listing_the_valid_ones():
     with pytest.raises(TypeError, match=r"Latte got unexpected keyword argument\(s\) 'hidden_dimm'.*hidden_dim"):
         kv.models.Latte(input_shape=(2, 8, 8, 1), patch_size=4, hidden_dim=16, num_layers=1, num_heads=2,
                         hidden_dimm=64)
-    with pytest.raises(TypeError, match=r"DiT got unexpected keyword argument\(s\) 'num_clases'.*num_classes"):
+    with pytest.raises(TypeError, match=r"DiT\.from_preset got unexpected keyword argument\(s\) 'num_clases'.*num_classes"):
         kv.models.DiT.from_preset("dit_tiny", num_clases=10)
 
 

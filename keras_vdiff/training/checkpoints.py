@@ -39,15 +39,23 @@ def _seed_variables(model):
 
 
 def random_state(model):
-    """The states of the model's random seed generators (training's timesteps, noise, dropout), by path."""
-    return {v.path: keras.ops.convert_to_numpy(v.value).tolist() for v in _seed_variables(model)}
+    """The states of the model's random seed generators (training's timesteps, noise, dropout), in model order.
+
+    Stored by position, not by variable path: Keras numbers the paths per process
+    (``seed_generator_2/...``), so a reloaded model's paths differ.
+    """
+    return [keras.ops.convert_to_numpy(v.value).tolist() for v in _seed_variables(model)]
 
 
 def restore_random_state(model, states):
     """Put back seed-generator states saved by :func:`random_state`, so a resumed run draws what it would have."""
-    for variable in _seed_variables(model):
-        if variable.path in (states or {}):
-            variable.assign(np.asarray(states[variable.path], dtype=keras.backend.standardize_dtype(variable.dtype)))
+    variables = _seed_variables(model)
+    if not states:
+        return
+    if not isinstance(states, list) or len(states) != len(variables):
+        raise ValueError(f"The saved random state holds {len(states)} seed generators; the model has {len(variables)}.")
+    for variable, value in zip(variables, states):
+        variable.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(variable.dtype)))
 
 
 def save_checkpoint(model, directory, state):
@@ -76,7 +84,7 @@ def load_run_state(directory):
     ``losses``; no ``state.json`` at all gives a fresh state.
     """
     path = os.path.join(directory, STATE_FILE)
-    state = {"epochs": 0, "steps": 0, "losses": [], "seconds": [], "random_state": {}}
+    state = {"epochs": 0, "steps": 0, "losses": [], "seconds": [], "random_state": []}
     if not os.path.exists(path):
         return state
     try:

@@ -220,7 +220,10 @@ def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rat
         callbacks.append(checkpoint)
     epochs = state["epochs"] + (math.ceil(remaining / len(batches)) if remaining is not None else 1_000_000)
     # With EMA, SwapEMAWeights(swap_on_epoch=False) copies the averaged weights in when fit ends.
-    history = model.fit(batches, initial_epoch=state["epochs"], epochs=epochs, callbacks=callbacks, verbose=verbose)
+    # shuffle=False: VideoBatches reshuffles every epoch from its own seed, so a resumed run sees the same
+    # batches as an uninterrupted one (Keras would also shuffle the batch order, from the global RNG).
+    history = model.fit(batches, initial_epoch=state["epochs"], epochs=epochs, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)
     epochs_done = state["epochs"] + len(history.epoch)
     if checkpoint is not None and stop.step is None:
         save_checkpoint(model, checkpoint_dir, checkpoint.state(epochs_done))

@@ -242,12 +242,19 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         Labels outside ``[0, num_classes)`` raise here, before any step runs,
         with the values named; streamed data (``tf.data``, generators) is
         checked inside the step, where a bad label makes the loss NaN (add
-        ``kv.training.StopOnNonFiniteLoss`` to stop there).
+        ``kv.training.StopOnNonFiniteLoss`` to stop there). A ``fit`` that fails
+        leaves the model usable: the compiled train step is dropped, so the next
+        ``fit`` traces a fresh one (TensorFlow would otherwise refuse to create
+        the optimizer's variables in a second trace of the same function).
         """
         data = getattr(x, "data", x)
         if isinstance(data, dict) and "labels" in data and self.conditioning == "class":
             contract.checked_labels(data["labels"], self.backbone.num_classes, name="labels")
-        return super().fit(x, *args, **kwargs)
+        try:
+            return super().fit(x, *args, **kwargs)
+        except Exception:
+            self.train_function = None
+            raise
 
     def _denoise_for_loss(self, x, latents, noise, x_t, t, repeats, training):
         """The backbone's prediction for the noisy training latents ``x_t`` (the loss compares it to its target).

@@ -256,6 +256,23 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             self.train_function = None
             raise
 
+    def _get_jax_state(self, trainable_variables=False, non_trainable_variables=False, optimizer_variables=False,
+                       metrics_variables=False, purge_model_variables=False):
+        # Keras' JAX trainer takes the variables' values out of the model before the first step and puts
+        # them back from `_jax_state`, which it sets only after a step succeeded: a first step that fails
+        # (a wrong input shape) left every weight empty. Record the state at once, so the trainer's
+        # `finally: jax_state_sync()` always has it to put back.
+        state = super()._get_jax_state(trainable_variables, non_trainable_variables, optimizer_variables,
+                                       metrics_variables, purge_model_variables)
+        if purge_model_variables:
+            names = [name for name, wanted in (("trainable_variables", trainable_variables),
+                                               ("non_trainable_variables", non_trainable_variables),
+                                               ("optimizer_variables", optimizer_variables),
+                                               ("metrics_variables", metrics_variables)) if wanted]
+            self._jax_state = dict(zip(names, state))
+            self._jax_state_synced = False
+        return state
+
     def _denoise_for_loss(self, x, latents, noise, x_t, t, repeats, training):
         """The backbone's prediction for the noisy training latents ``x_t`` (the loss compares it to its target).
 

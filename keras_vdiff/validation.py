@@ -51,6 +51,13 @@ def check_pair(value, name):
     return tuple(int(v) for v in pair)
 
 
+def check_divisible(value, name, divisor, divisor_name):
+    """``value`` if ``divisor`` divides it (e.g. a width split into attention heads)."""
+    if value % divisor:
+        raise ValueError(f"`{name}`={value} must be divisible by `{divisor_name}`={divisor}.")
+    return value
+
+
 def check_bool(value, name):
     """``value`` if it is ``True`` or ``False`` (not 0 / 1 or a string)."""
     if not isinstance(value, (bool, np.bool_)):

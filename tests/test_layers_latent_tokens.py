@@ -3,7 +3,7 @@ import pytest
 
 from conftest import to_numpy
 from keras_vdiff.layers.attention import Attention
-from keras_vdiff.layers.latent_tokens import (
+from keras_vdiff.models.latent_tokens import (
     ConditionTokens,
     InterfaceConv,
     LatentLocalityBias,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_vdiff.layers.unet_blocks import (
+from keras_vdiff.models.unet import (
     Downsample,
     ResBlock,
     SpatialAttention,

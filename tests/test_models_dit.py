@@ -8,6 +8,7 @@ import pytest
 
 import keras_vdiff as kv
 from conftest import to_numpy
+from harness import randomise, run_backbone_test, run_model_saving_test, run_preset_test
 
 TINY = dict(image_size=8, in_channels=2, patch_size=2, hidden_dim=32, num_layers=2, num_heads=4, num_classes=5)
 
@@ -22,9 +23,7 @@ def _inputs(batch=2, size=8, channels=2, seed=0):
 
 
 def _randomise(model, seed=0):
-    # Fresh models output zeros (adaLN-Zero + zero final layer); give every weight random values.
-    rng = np.random.default_rng(seed)
-    model.set_weights([0.05 * rng.standard_normal(w.shape).astype("float32") for w in model.get_weights()])
+    randomise(model, seed=seed)  # fresh models output zeros (adaLN-Zero + zero final layer)
 
 
 def test_forward_shapes_and_learned_sigma_channels():
@@ -47,22 +46,14 @@ def test_output_is_zero_at_initialisation_and_depends_on_every_input_once_traine
         assert np.abs(to_numpy(model(changed)) - ref).max() > 1e-4, key
 
 
-def test_save_to_preset_and_from_preset_round_trip(tmp_path):
-    model = kv.models.DiT(**TINY)
-    _randomise(model)
-    ref = to_numpy(model(_inputs()))
-    model.save_to_preset(str(tmp_path / "dit"))
-    restored = kv.models.DiT.from_preset(str(tmp_path / "dit"))
-    np.testing.assert_array_equal(to_numpy(restored(_inputs())), ref)
-    assert restored.get_config() == model.get_config()
+def test_backbone_config_and_preset_round_trip(tmp_path):
+    model, inputs = run_backbone_test(kv.models.DiT, TINY, expected_output_shape=(2, 8, 8, 4), input_data=_inputs())
+    run_model_saving_test(model, tmp_path, input_data=inputs, generic_loader=True)
 
 
 def test_registered_presets_and_clear_errors():
-    names = kv.presets.list(class_name="DiT")
-    for size in ("small", "base", "large", "xlarge"):
-        for patch in (2, 4, 8):
-            assert f"dit_{size}_patch{patch}" in names
-    assert "dit_mnist" in names
+    sizes = [f"dit_{size}_patch{patch}" for size in ("small", "base", "large", "xlarge") for patch in (2, 4, 8)]
+    run_preset_test(kv.models.DiT, sizes + ["dit_mnist", "dit_tiny"], build=("dit_tiny",))
     mnist = kv.models.DiT.from_preset("dit_mnist")
     assert mnist.latent_shape == (28, 28, 1) and mnist.patch_size == 2 and mnist.hidden_dim == 64
     with pytest.raises(ValueError, match="Unknown preset|Valid presets"):

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
+from harness import run_backbone_test, run_model_saving_test, run_preset_test
 from keras_vdiff.layers.embeddings import sincos_embedding_1d, sincos_embedding_2d
 from keras_vdiff.layers.video_blocks import GenTronBlock
 from keras_vdiff.models.gentron import GenTron
@@ -24,17 +25,16 @@ TINY = dict(input_shape=(FRAMES, SIZE, SIZE, CHANNELS), patch_size=2, hidden_dim
             conditioning="text", text_dim=TEXT_DIM)
 
 
-def test_forward_shapes_blocks_and_config_round_trip():
-    model = GenTron(**TINY)
+def test_forward_shapes_blocks_and_config_round_trip(tmp_path):
+    shape = (2, FRAMES, SIZE, SIZE, 2 * CHANNELS)
+    model, inputs = run_backbone_test(GenTron, TINY, expected_output_shape=shape)
     assert model.latent_shape == (FRAMES, SIZE, SIZE, CHANNELS) and model.out_channels == 2 * CHANNELS
     assert all(isinstance(b, GenTronBlock) and b.cross_attention for b in model.blocks)
-    inputs = _inputs(model)
-    assert tuple(model(inputs).shape) == (2, FRAMES, SIZE, SIZE, 2 * CHANNELS)
-    clone = GenTron.from_config(model.get_config())
-    assert clone.get_config() == model.get_config() and clone.count_params() == model.count_params()
-    class_model = GenTron(**dict(TINY, conditioning="class", num_classes=3, temporal_position="rope"))
+    run_model_saving_test(model, tmp_path, input_data=_inputs(model))
+    class_model, _ = run_backbone_test(
+        GenTron, dict(TINY, conditioning="class", num_classes=3, temporal_position="rope"), expected_output_shape=shape
+    )
     assert not class_model.blocks[0].cross_attention
-    assert tuple(class_model(_inputs(class_model)).shape) == (2, FRAMES, SIZE, SIZE, 2 * CHANNELS)
 
 
 def test_one_block_mixes_space_and_time():
@@ -72,19 +72,11 @@ def test_trains_with_fit_and_samples_with_generate():
     fit_and_generate(GenTron(**TINY))
 
 
-def test_presets_and_errors(tmp_path):
-    names = registry.list_presets(class_name="GenTron")
-    assert {"gentron_thesis", "gentron_tiny"} <= set(names)
+def test_presets_and_errors():
+    tiny = run_preset_test(GenTron, ["gentron_thesis", "gentron_tiny"], build=("gentron_tiny",))["gentron_tiny"]
     thesis = registry.get_preset("gentron_thesis")["config"]
     assert thesis["num_layers"] == 5 and thesis["hidden_dim"] == 1152 and thesis["input_shape"] == (10, 28, 28, 4)
-    tiny = GenTron(**registry.get_preset("gentron_tiny")["config"])
     assert tiny.latent_shape == (2, 8, 8, 1) and tiny.conditioning == "text"
-    model = GenTron(**TINY)
-    _randomise(model)
-    inputs = _inputs(model)
-    ref = to_numpy(model(inputs))
-    model.save_to_preset(str(tmp_path / "gentron"))
-    np.testing.assert_allclose(to_numpy(GenTron.from_preset(str(tmp_path / "gentron"))(inputs)), ref, atol=1e-6)
     for bad, match in ((dict(temporal_position="learned"), "temporal_position"),
                        (dict(text_dim=None), "text_dim"), (dict(patch_size=3), "patch_size"),
                        (dict(num_heads=5), "num_heads")):

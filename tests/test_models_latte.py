@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
+from harness import randomise, run_backbone_test, run_model_saving_test, run_preset_test
 from keras_vdiff.diffusion.gaussian import GaussianDiffusion
 from keras_vdiff.layers.embeddings import sincos_embedding_1d, sincos_embedding_2d
 from keras_vdiff.layers.video_blocks import FactorizedBlock, TextCrossAttentionBlock
@@ -37,9 +38,7 @@ def _inputs(model, batch=2, seed=0, frames=FRAMES):
 
 
 def _randomise(model, seed=0, scale=0.2):
-    # Fresh models output zeros (adaLN-Zero, zero final layer); give every weight random values.
-    rng = np.random.default_rng(seed)
-    model.set_weights([scale * rng.standard_normal(w.shape).astype("float32") for w in model.get_weights()])
+    randomise(model, seed=seed, scale=scale)  # fresh models output zeros (adaLN-Zero, zero final layer)
 
 
 def spread_beyond_the_patch(diff, frame):
@@ -97,11 +96,9 @@ def test_one_split_head_block_only_reaches_its_own_frame_and_its_own_position():
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_config_round_trip(name):
-    model = Latte(**dict(TINY, **VARIANTS[name]))
-    clone = Latte.from_config(model.get_config())
-    assert clone.get_config() == model.get_config()
-    assert [tuple(w.shape) for w in clone.weights] == [tuple(w.shape) for w in model.weights]
+def test_backbone_shapes_and_config_round_trip(name):
+    config = dict(TINY, **VARIANTS[name])
+    run_backbone_test(Latte, config, expected_output_shape=(2, FRAMES, SIZE, SIZE, 2 * CHANNELS))  # learned sigma
 
 
 def test_block_layout_of_the_variants():
@@ -209,24 +206,16 @@ def fit_and_generate(backbone):
 
 def test_save_to_preset_round_trip(tmp_path):
     model = Latte(**dict(TINY, **VARIANTS["text_v1"]))
-    _randomise(model)
-    inputs = _inputs(model)
-    ref = to_numpy(model(inputs))
-    model.save_to_preset(str(tmp_path / "latte"))
-    restored = Latte.from_preset(str(tmp_path / "latte"))
-    np.testing.assert_allclose(to_numpy(restored(inputs)), ref, atol=1e-6)
+    run_model_saving_test(model, tmp_path, input_data=_inputs(model))
 
 
 def test_presets_are_registered_and_bad_arguments_raise_clear_errors():
-    names = registry.list_presets(class_name="Latte")
-    for size in ("small", "base", "large", "xlarge"):
-        for patch in (2, 4, 8):
-            assert f"latte_{size}_patch{patch}" in names
-            record = registry.get_preset(f"latte_{size}_patch{patch}")
-            assert record["config"]["patch_size"] == patch
+    sizes = [f"latte_{size}_patch{patch}" for size in ("small", "base", "large", "xlarge") for patch in (2, 4, 8)]
+    tiny = run_preset_test(Latte, sizes + ["latte_thesis", "latte_tiny"], build=("latte_tiny",))["latte_tiny"]
+    for name in sizes:
+        assert registry.get_preset(name)["config"]["patch_size"] == int(name[-1])
     thesis = registry.get_preset("latte_thesis")["config"]
     assert thesis["input_shape"] == (10, 28, 28, 4) and thesis["hidden_dim"] == 1152 and thesis["patch_size"] == 2
-    tiny = Latte(**registry.get_preset("latte_tiny")["config"])
     assert tiny.latent_shape == (2, 8, 8, 1)
     for bad, match in (
         (dict(variant=5), "variant"),

@@ -2,7 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vdiff.models.rin import RIN
+from harness import run_backbone_test, run_model_saving_test, run_preset_test
+from keras_vdiff.models import RIN
 from keras_vdiff.presets import registry
 from test_models_snapvideo import (
     CHANNELS,
@@ -88,20 +89,14 @@ def test_trains_with_fit_and_samples_with_guidance_carrying_latents():
 
 
 def test_config_and_preset_round_trip(tmp_path):
-    model = RIN(**dict(TINY, **TEXT, adaln=True, interface_conv_kernel=3, latent_locality=True))
-    randomise(model)
-    inputs = model_inputs(model, previous="random")
-    ref, ref_latents = outputs(model, inputs)
-    assert RIN.from_config(model.get_config()).get_config() == model.get_config()
-    model.save_to_preset(str(tmp_path / "rin"))
-    restored = RIN.from_preset(str(tmp_path / "rin"))
-    out, latents = outputs(restored, inputs)
-    np.testing.assert_allclose(out, ref, atol=1e-6)
-    np.testing.assert_allclose(latents, ref_latents, atol=1e-6)
+    config = dict(TINY, **TEXT, adaln=True, interface_conv_kernel=3, latent_locality=True)
+    expected = {"output": (2, FRAMES, SIZE, SIZE, CHANNELS), "latents": (2, 16, 32)}
+    model, _ = run_backbone_test(RIN, config, expected_output_shape=expected)
+    run_model_saving_test(model, tmp_path, input_data=model_inputs(model, previous="random"))
 
 
 def test_presets_parameter_counts_and_bad_arguments():
-    assert {"rin_thesis", "rin_base", "rin_tiny"} <= set(registry.list_presets(class_name="RIN"))
+    run_preset_test(RIN, ["rin_thesis", "rin_base", "rin_tiny"], build=("rin_tiny",))
     thesis = registry.get_preset("rin_thesis")["config"]
     assert (thesis["patch_size"], thesis["patch_dim"], thesis["latent_dim"], thesis["num_latent_layers"],
             thesis["num_blocks"]) == (2, 768, 1024, 4, 5)

@@ -4,9 +4,10 @@ import pytest
 
 from conftest import to_numpy
 from keras_vdiff.diffusion.gaussian import GaussianDiffusion
-from keras_vdiff.models.snapvideo import SnapVideo
+from harness import run_backbone_test, run_model_saving_test, run_preset_test
+from keras_vdiff import VideoDiffusion
+from keras_vdiff.models import SnapVideo
 from keras_vdiff.presets import registry
-from keras_vdiff.video_diffusion import VideoDiffusion
 
 FRAMES, SIZE, CHANNELS, TEXT_DIM, TEXT_LEN = 4, 8, 1, 12, 5
 TINY = registry.get_preset("snapvideo_tiny")["config"]  # 4 frames of 8x8x1, 4x4 patch grid, 2x2 groups, 16 latents
@@ -185,17 +186,11 @@ def test_trains_with_fit_and_samples_with_guidance_carrying_latents():
 
 
 def test_config_and_preset_round_trip(tmp_path):
-    model = SnapVideo(**dict(TINY, **TEXT, adaln=True, num_groups=(1, 2)))
-    randomise(model)
-    inputs = model_inputs(model, previous="random")
-    ref, ref_latents = outputs(model, inputs)
-    clone = SnapVideo.from_config(model.get_config())
-    assert clone.get_config() == model.get_config() and clone.groups == (1, 2)
-    model.save_to_preset(str(tmp_path / "snapvideo"))
-    restored = SnapVideo.from_preset(str(tmp_path / "snapvideo"))
-    out, latents = outputs(restored, inputs)
-    np.testing.assert_allclose(out, ref, atol=1e-6)
-    np.testing.assert_allclose(latents, ref_latents, atol=1e-6)
+    config = dict(TINY, **TEXT, adaln=True, num_groups=(1, 2))
+    expected = {"output": (2, FRAMES, SIZE, SIZE, CHANNELS), "latents": (2, 8, 32)}  # 2 groups x 4 latents
+    model, _ = run_backbone_test(SnapVideo, config, expected_output_shape=expected)
+    assert model.groups == (1, 2) and SnapVideo.from_config(model.get_config()).groups == (1, 2)
+    run_model_saving_test(model, tmp_path, input_data=model_inputs(model, previous="random"))
 
 
 def latent_token_parameters(config, tubelet_size=1, num_latents=None):
@@ -254,8 +249,8 @@ def latent_token_parameters(config, tubelet_size=1, num_latents=None):
 
 
 def test_presets_parameter_counts_and_bad_arguments():
-    names = registry.list_presets(class_name="SnapVideo")
-    assert {"snapvideo_thesis", "snapvideo_thesis_v2", "snapvideo_thesis_groups49", "snapvideo_tiny"} <= set(names)
+    run_preset_test(SnapVideo, ["snapvideo_thesis", "snapvideo_thesis_v2", "snapvideo_thesis_groups49", "snapvideo_tiny"],
+                    build=("snapvideo_tiny",))
     thesis = registry.get_preset("snapvideo_thesis")["config"]
     assert (thesis["patch_size"], thesis["patch_dim"], thesis["latent_dim"], thesis["num_latent_layers"],
             thesis["num_blocks"], thesis["num_groups"]) == (2, 768, 1024, 4, 5, 4)

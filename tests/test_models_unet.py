@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_vdiff.models.inflation import MakeAVideoUNet, inflate_unet
-from keras_vdiff.models.unet import UNet2D
-from keras_vdiff.models.vdm_unet import VDMUNet
+from harness import randomise, run_backbone_test, run_model_saving_test, run_preset_test
+from keras_vdiff.models import MakeAVideoUNet, UNet2D, VDMUNet, inflate_unet
 
 B, F, S, C = 2, 3, 8, 2
 SMALL = dict(image_size=S, in_channels=C, dim=8, dim_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
@@ -19,8 +18,7 @@ def _rand(*shape, seed=0):
 
 
 def _randomise(model, seed=0, scale=0.3):
-    rng = np.random.default_rng(seed)
-    model.set_weights([scale * rng.standard_normal(w.shape).astype("float32") for w in model.get_weights()])
+    randomise(model, seed=seed, scale=scale)
 
 
 T = np.array([5.0, 600.0], "float32")
@@ -146,9 +144,19 @@ def test_bad_arguments_are_named(unet_2d):
         UNet2D(conditioning="audio", **SMALL)
     with pytest.raises(ValueError, match="text_dim"):
         UNet2D(conditioning="text", **SMALL)
-    config = VDMUNet(num_frames=F, temporal_attention_resolutions="all", **SMALL).get_config()
-    assert VDMUNet.from_config(config).get_config() == config and config["temporal_attention_resolutions"] == "all"
+    vdm, _ = run_backbone_test(VDMUNet, dict(SMALL, num_frames=F, temporal_attention_resolutions="all"),
+                               expected_output_shape=(B, F, S, S, C))
+    assert vdm.get_config()["temporal_attention_resolutions"] == "all"
     with pytest.raises(ValueError, match="temporal_attention_resolutions"):
         VDMUNet(num_frames=F, temporal_attention_resolutions="some", **SMALL)
     with pytest.raises(TypeError, match="UNet2D"):
         inflate_unet(VDMUNet(num_frames=F, **SMALL))
+
+
+def test_preset_round_trip_and_registered_presets(tmp_path):
+    config = dict(SMALL, num_frames=F, conditioning="class", num_classes=3, fps_conditioning=True)
+    model, _ = run_backbone_test(MakeAVideoUNet, config, expected_output_shape=(B, F, S, S, C))
+    run_model_saving_test(model, tmp_path, generic_loader=True)
+    run_preset_test(UNet2D, ["unet2d_tiny", "unet2d_ddpm_cifar"], build=("unet2d_tiny",))
+    run_preset_test(VDMUNet, ["vdm_unet_tiny", "vdm_unet_small"])
+    run_preset_test(MakeAVideoUNet, ["make_a_video_tiny", "make_a_video_small"])

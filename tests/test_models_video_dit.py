@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
+from harness import run_backbone_test, run_model_saving_test, run_preset_test
 from keras_vdiff.layers.embeddings import sincos_embedding_3d
 from keras_vdiff.layers.transformer import DiTBlock
 from keras_vdiff.layers.video_blocks import MMDiTBlock
@@ -83,15 +84,12 @@ def test_trains_with_fit_and_samples_with_generate(name):
 
 
 def test_presets_and_save_round_trip(tmp_path):
-    names = registry.list_presets(class_name="VideoDiT")
-    assert {"video_dit_small_patch2", "video_dit_base_patch2", "video_dit_tiny", "video_dit_xlarge_patch8"} <= set(names)
+    sizes = [f"video_dit_{size}_patch{patch}" for size in ("small", "base", "large", "xlarge") for patch in (2, 4, 8)]
+    run_preset_test(VideoDiT, sizes + ["video_dit_tiny"], build=("video_dit_tiny",))
     assert registry.get_preset("video_dit_base_patch2")["config"]["hidden_dim"] == 768
-    model = VideoDiT(**dict(TINY, **FORMS["joint_rope"]))
-    _randomise(model)
-    inputs = _inputs(model)
-    ref = to_numpy(model(inputs))
-    model.save_to_preset(str(tmp_path / "vdit"))
-    np.testing.assert_allclose(to_numpy(VideoDiT.from_preset(str(tmp_path / "vdit"))(inputs)), ref, atol=1e-6)
+    model, inputs = run_backbone_test(VideoDiT, dict(TINY, **FORMS["joint_rope"]),
+                                      expected_output_shape=(2, FRAMES, SIZE, SIZE, 2 * CHANNELS))
+    run_model_saving_test(model, tmp_path, input_data=_inputs(model))
     with pytest.raises(ValueError, match="text_mode"):
         VideoDiT(**dict(TINY, text_mode="concat"))
     with pytest.raises(ValueError, match="position"):

@@ -10,6 +10,11 @@ Importing this package registers the autoencoder presets.
 
 from keras_vdiff.autoencoders.kl_autoencoder import KLAutoencoder
 from keras_vdiff.autoencoders.residual_block import VAEResidualBlock
-from keras_vdiff.autoencoders.frame_vae import FrameVAE
-from keras_vdiff.autoencoders.causal_vae import CausalVideoVAE
+from keras_vdiff.autoencoders.frame_vae import FRAME_VAE_PRESETS, FrameVAE
+from keras_vdiff.autoencoders.causal_vae import CAUSAL_VIDEO_VAE_PRESETS, CausalVideoVAE
 from keras_vdiff.autoencoders.sd3_vae import SD3VAEAdapter, build_sd3_vae
+from keras_vdiff.presets.registry import register_preset
+
+for _class_name, _presets in (("FrameVAE", FRAME_VAE_PRESETS), ("CausalVideoVAE", CAUSAL_VIDEO_VAE_PRESETS)):
+    for _name, _preset in _presets.items():
+        register_preset(_name, _class_name, kind="autoencoder", **_preset)

@@ -22,7 +22,6 @@ from keras_vdiff.autoencoders.frame_vae import DOWNSAMPLING_FACTORS, channel_wid
 from keras_vdiff.autoencoders.kl_autoencoder import KLAutoencoder, check_power_of_two
 from keras_vdiff.autoencoders.residual_block import VAEResidualBlock, frame_group_norm
 from keras_vdiff.layers.convolution import TEMPORAL_PADDINGS, CausalConv3D
-from keras_vdiff.presets.registry import register_preset
 
 TEMPORAL_FACTORS = (1, 2, 4, 8)
 
@@ -267,21 +266,20 @@ class CausalVideoVAE(KLAutoencoder):
         return config
 
 
-register_preset(
-    "causal_video_vae_tiny",
-    "CausalVideoVAE",
-    dict(in_channels=1, latent_channels=4, spatial_downsampling=4, temporal_downsampling=4, base_channels=8,
-         channel_multipliers=(1, 2, 2), norm_groups=4, reconstruction_loss="mse"),
-    "Tiny causal 3D VAE for tests and MovingMNIST (1 channel, x4 space, x4 time: 9x16x16 -> 3x4x4x4); random init.",
-    kind="autoencoder",
-    metadata=dict(paper="arXiv:2408.06072"),
-)
-register_preset(
-    "causal_video_vae_cogvideox",
-    "CausalVideoVAE",
-    dict(in_channels=3, latent_channels=16, spatial_downsampling=8, temporal_downsampling=4, base_channels=128,
-         channel_multipliers=(1, 2, 2, 4), num_res_blocks=2, norm_groups=32),
-    "CogVideoX-sized causal 3D VAE layout (x8 space, x4 time, 16 latent channels; no attention); random init.",
-    kind="autoencoder",
-    metadata=dict(paper="arXiv:2408.06072"),
-)
+# === Presets === (data; registered by keras_vdiff.autoencoders)
+CAUSAL_VIDEO_VAE_PRESETS = {
+    "causal_video_vae_tiny": dict(
+        config=dict(in_channels=1, latent_channels=4, spatial_downsampling=4, temporal_downsampling=4,
+                    base_channels=8, channel_multipliers=(1, 2, 2), norm_groups=4, reconstruction_loss="mse"),
+        description="Tiny causal 3D VAE for tests and MovingMNIST (1 channel, x4 space, x4 time: 9x16x16 -> "
+                    "3x4x4x4); random init.",
+        metadata=dict(paper="arXiv:2408.06072"),
+    ),
+    "causal_video_vae_cogvideox": dict(
+        config=dict(in_channels=3, latent_channels=16, spatial_downsampling=8, temporal_downsampling=4,
+                    base_channels=128, channel_multipliers=(1, 2, 2, 4), num_res_blocks=2, norm_groups=32),
+        description="CogVideoX-sized causal 3D VAE layout (x8 space, x4 time, 16 latent channels; no attention); "
+                    "random init.",
+        metadata=dict(paper="arXiv:2408.06072"),
+    ),
+}

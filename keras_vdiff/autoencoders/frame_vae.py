@@ -15,7 +15,6 @@ import keras
 from keras_vdiff.autoencoders.kl_autoencoder import KLAutoencoder, check_power_of_two, fold_frames
 from keras_vdiff.autoencoders.residual_block import VAEResidualBlock, check_groups
 from keras_vdiff.validation import check_int
-from keras_vdiff.presets.registry import register_preset
 
 DOWNSAMPLING_FACTORS = (1, 2, 4, 8, 16)
 DEFAULT_MULTIPLIERS = (1, 2, 4, 4, 4)
@@ -180,38 +179,31 @@ class FrameVAE(KLAutoencoder):
         return config
 
 
-def _register_presets():
-    register_preset(
-        "frame_vae_tiny",
-        "FrameVAE",
-        dict(in_channels=1, latent_channels=4, downsampling_factor=4, base_channels=8, channel_multipliers=(1, 2, 2),
-             num_res_blocks=1, norm_groups=8, kl_weight=1e-4, reconstruction_loss="mse"),
-        "Tiny frame-wise KL-VAE (38k parameters; 1 channel, factor 4: 16x16 frames -> 4x4x4 latents) for tests "
-        "and CPU latent-diffusion demos on MovingMNIST; random init.",
-        kind="autoencoder",
-        metadata=dict(paper="arXiv:2112.10752"),
-    )
-    register_preset(
-        "frame_vae_moving_mnist",
-        "FrameVAE",
-        dict(in_channels=1, latent_channels=4, downsampling_factor=4, base_channels=16, channel_multipliers=(1, 2, 2),
-             num_res_blocks=1, norm_groups=8, kl_weight=1e-4, reconstruction_loss="mse"),
-        "Small frame-wise KL-VAE for MovingMNIST (146k parameters; 1 channel, factor 4: 32x32 frames -> 8x8x4 "
-        "latents); random init.",
-        kind="autoencoder",
-        metadata=dict(paper="arXiv:2112.10752"),
-    )
-    register_preset(
-        "frame_vae_kl_f8",
-        "FrameVAE",
-        dict(in_channels=3, latent_channels=4, downsampling_factor=8, base_channels=128,
-             channel_multipliers=(1, 2, 4, 4), num_res_blocks=2, norm_groups=32, kl_weight=1e-6,
-             reconstruction_loss="l1"),
-        "The LDM / Stable Diffusion KL-f8 layout (RGB, factor 8, 4 latent channels; without attention and "
-        "discriminator); random init.",
-        kind="autoencoder",
-        metadata=dict(paper="arXiv:2112.10752"),
-    )
-
-
-_register_presets()
+# === Presets === (data; registered by keras_vdiff.autoencoders)
+_LDM = dict(paper="arXiv:2112.10752")
+FRAME_VAE_PRESETS = {
+    "frame_vae_tiny": dict(
+        config=dict(in_channels=1, latent_channels=4, downsampling_factor=4, base_channels=8,
+                    channel_multipliers=(1, 2, 2), num_res_blocks=1, norm_groups=8, kl_weight=1e-4,
+                    reconstruction_loss="mse"),
+        description="Tiny frame-wise KL-VAE (38k parameters; 1 channel, factor 4: 16x16 frames -> 4x4x4 latents) "
+                    "for tests and CPU latent-diffusion demos on MovingMNIST; random init.",
+        metadata=_LDM,
+    ),
+    "frame_vae_moving_mnist": dict(
+        config=dict(in_channels=1, latent_channels=4, downsampling_factor=4, base_channels=16,
+                    channel_multipliers=(1, 2, 2), num_res_blocks=1, norm_groups=8, kl_weight=1e-4,
+                    reconstruction_loss="mse"),
+        description="Small frame-wise KL-VAE for MovingMNIST (146k parameters; 1 channel, factor 4: 32x32 frames "
+                    "-> 8x8x4 latents); random init.",
+        metadata=_LDM,
+    ),
+    "frame_vae_kl_f8": dict(
+        config=dict(in_channels=3, latent_channels=4, downsampling_factor=8, base_channels=128,
+                    channel_multipliers=(1, 2, 4, 4), num_res_blocks=2, norm_groups=32, kl_weight=1e-6,
+                    reconstruction_loss="l1"),
+        description="The LDM / Stable Diffusion KL-f8 layout (RGB, factor 8, 4 latent channels; without attention "
+                    "and discriminator); random init.",
+        metadata=_LDM,
+    ),
+}

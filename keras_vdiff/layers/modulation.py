@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_vdiff.layers.normalization import layer_norm
+from keras_vdiff.layers.patching import Unpatchify
 
 
 def modulate(x, shift, scale):
@@ -138,3 +139,24 @@ class FinalLayer(keras.layers.Layer):
         config = super().get_config()
         config.update(output_dim=self.output_dim, epsilon=self.epsilon)
         return config
+
+
+def output_head(patch_size, out_channels, grid_size, tubelet_size=1, dtype=None):
+    """A patch backbone's output layers: ``FinalLayer`` to patch width, then ``Unpatchify`` to the latents.
+
+    Returns ``(final_layer, unpatchify)``, named ``"final_layer"`` and ``"unpatchify"`` (their weight paths);
+    tokens ``(B, [F,] N, D)`` with the condition ``c`` become ``unpatchify(final_layer(tokens, c))``
+    ``(B, [F,] H, W, out_channels)``.
+
+    Args:
+        patch_size: spatial patch size.
+        out_channels: output channels per pixel (doubled already when the model learns sigma).
+        grid_size: ``(rows, cols)`` of the patch grid.
+        tubelet_size: frames per patch.
+        dtype: dtype policy.
+    """
+    final_layer = FinalLayer(tubelet_size * patch_size * patch_size * out_channels, name="final_layer", dtype=dtype)
+    unpatchify = Unpatchify(
+        patch_size, out_channels, tubelet_size=tubelet_size, grid_size=grid_size, name="unpatchify", dtype=dtype
+    )
+    return final_layer, unpatchify

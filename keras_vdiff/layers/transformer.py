@@ -11,6 +11,8 @@ from keras import ops
 from keras_vdiff.layers.attention import Attention
 from keras_vdiff.layers.gradient_boundary import gradient_boundary
 from keras_vdiff.layers.modulation import AdaLNModulation, expand_to, modulate
+from keras_vdiff.layers.normalization import layer_norm, normed
+from keras_vdiff.validation import check_divisible
 
 
 def fold_spatial(x):
@@ -44,10 +46,20 @@ def repeat_batch(x, times):
     return ops.repeat(x, times, axis=0)
 
 
-def _layer_norm(name, affine=False):
-    return keras.layers.LayerNormalization(
-        epsilon=1e-6, center=affine, scale=affine, name=name, dtype="float32"
-    )
+def text_cross_attention(norm, attention, x, context, context_mask):
+    """``CrossAttn(LN(x), context, mask)`` for tokens ``(B, F, N, D)`` (or ``(B, N, D)``).
+
+    All video tokens are queries of one cross-attention call; queries do not
+    interact, so this equals per-frame cross-attention without repeating the text.
+    """
+    if context is None:
+        raise ValueError("This block has text cross-attention: pass `context` (the text embeddings).")
+    h = normed(norm, x)
+    if len(x.shape) == 3:
+        return attention(h, context=context, mask=context_mask)
+    f, n, d = x.shape[1], x.shape[2], x.shape[3]
+    out = attention(ops.reshape(h, (-1, f * n, d)), context=context, mask=context_mask)
+    return ops.reshape(out, (-1, f, n, out.shape[-1]))
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
@@ -135,23 +147,22 @@ class DiTBlock(keras.layers.Layer):
 
     def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, cross_attention=False, qk_norm=False, **kwargs):
         super().__init__(**kwargs)
-        if hidden_dim % num_heads:
-            raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads}.")
+        check_divisible(hidden_dim, "hidden_dim", num_heads, "num_heads")
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.mlp_ratio = mlp_ratio
         self.cross_attention = cross_attention
         self.qk_norm = qk_norm
         head_dim = hidden_dim // num_heads
-        self.norm1 = _layer_norm("norm1")
+        self.norm1 = layer_norm("norm1")
         self.attention = Attention(num_heads, head_dim, qk_norm=qk_norm, name="attention", dtype=self.dtype_policy)
         if cross_attention:
-            self.norm_cross = _layer_norm("norm_cross", affine=True)
+            self.norm_cross = layer_norm("norm_cross", affine=True)
             self.cross = Attention(
                 num_heads, head_dim, qk_norm=qk_norm, zero_init_output=True, name="cross_attention",
                 dtype=self.dtype_policy,
             )
-        self.norm2 = _layer_norm("norm2")
+        self.norm2 = layer_norm("norm2")
         self.mlp = MLP(hidden_dim, mlp_ratio, name="mlp", dtype=self.dtype_policy)
         self.modulation = AdaLNModulation(hidden_dim, 6, name="modulation", dtype=self.dtype_policy)
 
@@ -181,15 +192,21 @@ class DiTBlock(keras.layers.Layer):
 
     def call(self, x, condition, context=None, context_mask=None, rope=None):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition)
-        h = modulate(ops.cast(self.norm1(x), x.dtype), shift1, scale1)
-        x = x + expand_to(gate1, x) * self.attention(h, rope=rope)
+        h = modulate(normed(self.norm1, x), shift1, scale1)
+        x = x + expand_to(gate1, x) * self.attend(h, rope)
         if self.cross_attention:
-            if context is None:
-                raise ValueError("This DiTBlock was built with `cross_attention=True`: pass `context`.")
-            h = ops.cast(self.norm_cross(x), x.dtype)
-            x = x + self.cross(h, context=context, mask=context_mask)
-        h = modulate(ops.cast(self.norm2(x), x.dtype), shift2, scale2)
+            x = x + text_cross_attention(self.norm_cross, self.cross, x, context, context_mask)
+        x = self.before_mlp(x, condition, rope)
+        h = modulate(normed(self.norm2, x), shift2, scale2)
         return x + expand_to(gate2, x) * self.mlp(h)
+
+    def attend(self, h, rope=None):
+        """The self-attention of the modulated tokens ``h``: all tokens here; the video blocks choose which."""
+        return self.attention(h, rope=rope)
+
+    def before_mlp(self, x, condition, rope=None):
+        """A step between the attentions and the MLP: none here (the temporal attention of Latte variant 3)."""
+        return x
 
     def compute_output_shape(self, x_shape, *args, **kwargs):
         return tuple(x_shape)

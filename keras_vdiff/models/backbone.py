@@ -155,7 +155,8 @@ class VideoBackbone(keras_hub.models.Backbone):
         model = model_cls(**dict(record["config"], **kwargs))
         path = registry.weights_path(record)
         if load_weights and path is not None:
-            model.load_weights(path)
+            with pipeline_format.naming_weights_file(path):
+                model.load_weights(path)
         return model
 
     @classmethod
@@ -177,7 +178,8 @@ class VideoBackbone(keras_hub.models.Backbone):
         model_cls = pipeline_format.registered_class(pipeline_format.read_json(directory, "config.json"), config_path)
         if issubclass(model_cls, VideoBackbone):
             check_preset_kwargs(model_cls, kwargs)
-        return super(VideoBackbone, cls).from_preset(directory, load_weights=load_weights, **kwargs)
+        with pipeline_format.naming_weights_file(os.path.join(directory, pipeline_format.BACKBONE_WEIGHTS_FILE)):
+            return super(VideoBackbone, cls).from_preset(directory, load_weights=load_weights, **kwargs)
 
     def save_to_preset(self, preset_dir, max_shard_size=10):
         """keras-hub's preset folder (``config.json``, weights, ``metadata.json``), written atomically.
@@ -201,11 +203,14 @@ class VideoBackbone(keras_hub.models.Backbone):
     # at the end of its __init__ and inherits get_config; `input_shape` is written from `latent_shape`.
     CONFIG_KEYS = ()
 
-    def store_config(self, values):
-        """Keep every ``CONFIG_KEYS`` entry of ``values`` (a family's ``locals()``) as an attribute of that name."""
+    def store_config(self, values, **attributes):
+        """Keep every ``CONFIG_KEYS`` entry of ``values`` (a family's ``locals()``) as an attribute of that name,
+        then set the derived ``attributes`` (e.g. ``latent_shape``, ``out_channels``)."""
         for key in self.CONFIG_KEYS:
             if key != "input_shape" and key in values:
                 setattr(self, key, values[key])
+        for key, value in attributes.items():
+            setattr(self, key, value)
 
     def get_config(self):
         config = super().get_config()

@@ -20,7 +20,6 @@ from keras_vdiff.layers.patching import PatchEmbedding, Unpatchify
 from keras_vdiff.layers.transformer import DiTBlock
 from keras_vdiff.models.backbone import VideoBackbone
 from keras_vdiff.validation import check_int, check_pair
-from keras_vdiff.presets.registry import register_preset
 
 # The paper's model sizes (Table 1): depth, width, heads.
 DIT_SIZES = {
@@ -161,33 +160,31 @@ class DiT(VideoBackbone):
         return config
 
 
-def _register_presets():
-    for size, dims in DIT_SIZES.items():
-        for patch in (2, 4, 8):
-            register_preset(
-                f"dit_{size}_patch{patch}",
-                "DiT",
-                dict(image_size=32, in_channels=4, patch_size=patch, num_classes=1000, learn_sigma=True, **dims),
-                f"DiT-{size[0].upper() if size != 'xlarge' else 'XL'}/{patch} (Peebles & Xie 2023): "
-                f"ImageNet-256 latents 32x32x4, 1000 classes, learned sigma; random init.",
-                metadata=dict(paper="arXiv:2212.09748"),
-            )
-    register_preset(
-        "dit_mnist",
-        "DiT",
-        dict(image_size=28, in_channels=1, patch_size=2, hidden_dim=64, num_layers=6, num_heads=4,
-             num_classes=10, learn_sigma=False),
-        "The thesis' MNIST DiT (28x28x1, patch 2, width 64; depth 6 and 4 heads are our choice, the thesis "
-        "gives none); random init.",
+# === Presets === (data; registered by keras_vdiff.models)
+DIT_PRESETS = {
+    **{
+        f"dit_{size}_patch{patch}": dict(
+            class_name="DiT",
+            config=dict(image_size=32, in_channels=4, patch_size=patch, num_classes=1000, learn_sigma=True, **dims),
+            description=f"DiT-{size[0].upper() if size != 'xlarge' else 'XL'}/{patch} (Peebles & Xie 2023): "
+                        f"ImageNet-256 latents 32x32x4, 1000 classes, learned sigma; random init.",
+            metadata=dict(paper="arXiv:2212.09748"),
+        )
+        for size, dims in DIT_SIZES.items()
+        for patch in (2, 4, 8)
+    },
+    "dit_mnist": dict(
+        class_name="DiT",
+        config=dict(image_size=28, in_channels=1, patch_size=2, hidden_dim=64, num_layers=6, num_heads=4,
+                    num_classes=10, learn_sigma=False),
+        description="The thesis' MNIST DiT (28x28x1, patch 2, width 64; depth 6 and 4 heads are our choice, the "
+                    "thesis gives none); random init.",
         metadata=dict(paper="thesis seed 000, Table 4.1"),
-    )
-    register_preset(
-        "dit_tiny",
-        "DiT",
-        dict(image_size=16, in_channels=3, patch_size=4, hidden_dim=64, num_layers=2, num_heads=4,
-             num_classes=4, learn_sigma=False),
-        "A tiny DiT for tests and CPU experiments (16x16x3, 4 classes).",
-    )
-
-
-_register_presets()
+    ),
+    "dit_tiny": dict(
+        class_name="DiT",
+        config=dict(image_size=16, in_channels=3, patch_size=4, hidden_dim=64, num_layers=2, num_heads=4,
+                    num_classes=4, learn_sigma=False),
+        description="A tiny DiT for tests and CPU experiments (16x16x3, 4 classes).",
+    ),
+}

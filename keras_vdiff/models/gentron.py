@@ -21,17 +21,12 @@ import keras
 from keras import ops
 
 from keras_vdiff.layers.embeddings import rope_frequencies, sincos_embedding_1d, sincos_embedding_2d
-from keras_vdiff.layers.modulation import FinalLayer
-from keras_vdiff.layers.patching import PatchEmbedding, Unpatchify
-from keras_vdiff.layers.video_blocks import (
-    ConditionEmbedding,
-    GenTronBlock,
-    check_conditioning,
-    condition_inputs,
-)
+from keras_vdiff.layers.conditioning import ConditionEmbedding, backbone_inputs, check_conditioning
+from keras_vdiff.layers.modulation import output_head
+from keras_vdiff.layers.patching import PatchEmbedding
+from keras_vdiff.layers.video_blocks import GenTronBlock
 from keras_vdiff.models.backbone import VideoBackbone
 from keras_vdiff.models.latte import check_choice, check_video_transformer
-from keras_vdiff.presets.registry import register_preset
 
 GENTRON_TEMPORAL_POSITIONS = (None, "sincos", "rope")
 
@@ -73,24 +68,21 @@ class GenTron(VideoBackbone):
         (2, 2, 8, 8, 1)
     """
 
+    CONFIG_KEYS = (
+        "input_shape", "patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_ratio", "conditioning",
+        "num_classes", "text_dim", "temporal_position", "qk_norm", "learn_sigma", "class_dropout_prob",
+    )
+
     def __init__(
         self,
-        input_shape=(10, 28, 28, 4),
-        patch_size=2,
-        hidden_dim=1152,
-        num_layers=5,
-        num_heads=16,
-        mlp_ratio=4.0,
-        conditioning="text",
-        num_classes=None,
-        text_dim=512,
+        input_shape=(10, 28, 28, 4), patch_size=2,
+        hidden_dim=1152, num_layers=5, num_heads=16, mlp_ratio=4.0,
+        conditioning="text", num_classes=None, text_dim=512,
         temporal_position="sincos",
-        qk_norm=False,
-        learn_sigma=True,
-        class_dropout_prob=0.0,
-        dtype=None,
-        **kwargs,
+        qk_norm=False, learn_sigma=True, class_dropout_prob=0.0,
+        dtype=None, **kwargs,
     ):
+        # GenTron patches every frame on its own (tubelet size 1).
         frames, height, width, in_channels = check_video_transformer(
             input_shape, patch_size, 1, hidden_dim, num_layers, num_heads
         )
@@ -113,14 +105,11 @@ class GenTron(VideoBackbone):
                          name=f"block_{i}", dtype=dtype)
             for i in range(num_layers)
         ]
-        self.final_layer = FinalLayer(patch_size * patch_size * out_channels, name="final_layer", dtype=dtype)
-        self.unpatchify = Unpatchify(patch_size, out_channels, grid_size=grid, name="unpatchify", dtype=dtype)
+        self.final_layer, self.unpatchify = output_head(patch_size, out_channels, grid, dtype=dtype)
 
         # === Functional model ===
-        latents = keras.Input(shape=(frames, height, width, in_channels), name="latents")
-        timesteps = keras.Input(shape=(), name="timesteps")
-        cond = condition_inputs(conditioning, text_dim)
-        inputs = {"latents": latents, "timesteps": timesteps, **cond}
+        inputs = backbone_inputs((frames, height, width, in_channels), conditioning, text_dim)
+        latents = inputs["latents"]
         c = self.condition_embedding.embed(inputs)
         x = self.patch_embedding(latents)
         x = x + ops.cast(sincos_embedding_2d(grid[0], grid[1], hidden_dim)[None, None], x.dtype)
@@ -128,66 +117,31 @@ class GenTron(VideoBackbone):
             x = x + ops.cast(sincos_embedding_1d(frames, hidden_dim)[None, :, None, :], x.dtype)
         rope = rope_frequencies(range(frames), head_dim) if temporal_position == "rope" else None
         for block in self.blocks:
-            x = block(x, c, context=cond.get("text_embeddings"), context_mask=cond.get("text_mask"),
+            x = block(x, c, context=inputs.get("text_embeddings"), context_mask=inputs.get("text_mask"),
                       temporal_rope=rope)
         outputs = self.unpatchify(self.final_layer(x, c))
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 
         # === Config ===
-        self.patch_size = patch_size
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.conditioning = conditioning
-        self.num_classes = num_classes
-        self.text_dim = text_dim
-        self.temporal_position = temporal_position
-        self.qk_norm = qk_norm
-        self.learn_sigma = learn_sigma
-        self.class_dropout_prob = class_dropout_prob
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.latent_shape = (frames, height, width, in_channels)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            input_shape=self.latent_shape,
-            patch_size=self.patch_size,
-            hidden_dim=self.hidden_dim,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio,
-            conditioning=self.conditioning,
-            num_classes=self.num_classes,
-            text_dim=self.text_dim,
-            temporal_position=self.temporal_position,
-            qk_norm=self.qk_norm,
-            learn_sigma=self.learn_sigma,
-            class_dropout_prob=self.class_dropout_prob,
-        )
-        return config
+        self.store_config(locals(), in_channels=in_channels, out_channels=out_channels,
+                          latent_shape=(frames, height, width, in_channels))
 
 
-def _register_presets():
-    register_preset(
-        "gentron_thesis",
-        "GenTron",
-        dict(input_shape=(10, 28, 28, 4), patch_size=2, hidden_dim=1152, num_layers=5, num_heads=16,
-             conditioning="text", text_dim=512, temporal_position=None, learn_sigma=True),
-        "The thesis' GenTron (10 frames of 28x28x4 latents, patch 2, width 1152, 5 blocks, learned sigma, no "
-        "temporal position as in its pseudocode; 16 heads and CLIP width 512 are our choice, the thesis gives "
-        "neither); random init.",
+# === Presets === (data; registered by keras_vdiff.models)
+GENTRON_PRESETS = {
+    "gentron_thesis": dict(
+        class_name="GenTron",
+        config=dict(input_shape=(10, 28, 28, 4), patch_size=2, hidden_dim=1152, num_layers=5, num_heads=16,
+                    conditioning="text", text_dim=512, temporal_position=None, learn_sigma=True),
+        description="The thesis' GenTron (10 frames of 28x28x4 latents, patch 2, width 1152, 5 blocks, learned "
+                    "sigma, no temporal position as in its pseudocode; 16 heads and CLIP width 512 are our "
+                    "choice, the thesis gives neither); random init.",
         metadata=dict(paper="thesis seed 000, Section 3.2.1; arXiv:2312.04557"),
-    )
-    register_preset(
-        "gentron_tiny",
-        "GenTron",
-        dict(input_shape=(2, 8, 8, 1), patch_size=2, hidden_dim=32, num_layers=2, num_heads=4,
-             conditioning="text", text_dim=16, learn_sigma=False),
-        "A tiny text-conditioned GenTron for tests and CPU experiments (2 frames of 8x8x1).",
-    )
-
-
-_register_presets()
+    ),
+    "gentron_tiny": dict(
+        class_name="GenTron",
+        config=dict(input_shape=(2, 8, 8, 1), patch_size=2, hidden_dim=32, num_layers=2, num_heads=4,
+                    conditioning="text", text_dim=16, learn_sigma=False),
+        description="A tiny text-conditioned GenTron for tests and CPU experiments (2 frames of 8x8x1).",
+    ),
+}

@@ -25,20 +25,12 @@ import keras
 from keras import ops
 
 from keras_vdiff.layers.embeddings import rope_frequencies, sincos_embedding_1d, sincos_embedding_2d
-from keras_vdiff.layers.modulation import FinalLayer
-from keras_vdiff.layers.patching import PatchEmbedding, Unpatchify
-from keras_vdiff.layers.video_blocks import (
-    ConditionEmbedding,
-    FactorizedBlock,
-    SpatioTemporalBlock,
-    SplitHeadBlock,
-    TextCrossAttentionBlock,
-    check_conditioning,
-    condition_inputs,
-)
+from keras_vdiff.layers.conditioning import ConditionEmbedding, backbone_inputs, check_conditioning
+from keras_vdiff.layers.modulation import output_head
+from keras_vdiff.layers.patching import PatchEmbedding
+from keras_vdiff.layers.video_blocks import FactorizedBlock, SpatioTemporalBlock, SplitHeadBlock, TextCrossAttentionBlock
 from keras_vdiff.models.backbone import VideoBackbone
 from keras_vdiff.validation import check_int
-from keras_vdiff.presets.registry import register_preset
 
 # The paper's model sizes (DiT's; Latte Table / official code): depth, width, heads.
 LATTE_SIZES = {
@@ -130,27 +122,23 @@ class Latte(VideoBackbone):
         (2, 2, 8, 8, 1)
     """
 
+    CONFIG_KEYS = (
+        "input_shape", "patch_size", "tubelet_size", "hidden_dim", "num_layers", "num_heads", "mlp_ratio",
+        "variant", "conditioning", "num_classes", "text_dim", "text_placement", "temporal_position",
+        "spatial_heads", "qk_norm", "learn_sigma", "class_dropout_prob",
+    )
+
     def __init__(
         self,
-        input_shape=(16, 32, 32, 4),
-        patch_size=2,
-        tubelet_size=1,
-        hidden_dim=1152,
-        num_layers=28,
-        num_heads=16,
-        mlp_ratio=4.0,
+        input_shape=(16, 32, 32, 4), patch_size=2, tubelet_size=1,
+        hidden_dim=1152, num_layers=28, num_heads=16, mlp_ratio=4.0,
         variant=1,
-        conditioning="class",
-        num_classes=None,
-        text_dim=None,
+        conditioning="class", num_classes=None, text_dim=None,
         text_placement="v1",
         temporal_position="sincos",
         spatial_heads=None,
-        qk_norm=False,
-        learn_sigma=True,
-        class_dropout_prob=0.0,
-        dtype=None,
-        **kwargs,
+        qk_norm=False, learn_sigma=True, class_dropout_prob=0.0,
+        dtype=None, **kwargs,
     ):
         frames, height, width, in_channels = check_video_transformer(
             input_shape, patch_size, tubelet_size, hidden_dim, num_layers, num_heads
@@ -216,21 +204,14 @@ class Latte(VideoBackbone):
                     name=f"block_{i}", **common,
                 )))
         self.blocks = [block for _, block in layout]
-        self.final_layer = FinalLayer(
-            tubelet_size * patch_size * patch_size * out_channels, name="final_layer", dtype=dtype
-        )
-        self.unpatchify = Unpatchify(
-            patch_size, out_channels, tubelet_size=tubelet_size, grid_size=grid, name="unpatchify", dtype=dtype
-        )
+        self.final_layer, self.unpatchify = output_head(patch_size, out_channels, grid, tubelet_size, dtype)
 
         # === Functional model ===
-        latents = keras.Input(shape=(frames, height, width, in_channels), name="latents")
-        timesteps = keras.Input(shape=(), name="timesteps")
-        cond = condition_inputs(conditioning, text_dim)
-        inputs = {"latents": latents, "timesteps": timesteps, **cond}
+        inputs = backbone_inputs((frames, height, width, in_channels), conditioning, text_dim)
+        latents = inputs["latents"]
         c = self.condition_embedding.embed(inputs)
-        context = cond.get("text_embeddings")
-        context_mask = cond.get("text_mask")
+        context = inputs.get("text_embeddings")
+        context_mask = inputs.get("text_mask")
 
         x = self.patch_embedding(latents)  # (B, F', N, D)
         x = x + ops.cast(sincos_embedding_2d(grid[0], grid[1], hidden_dim)[None, None], x.dtype)
@@ -258,80 +239,41 @@ class Latte(VideoBackbone):
 
         # === Config ===
         self.input_shape_ = (frames, height, width, in_channels)
-        self.patch_size = patch_size
-        self.tubelet_size = tubelet_size
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.variant = variant
-        self.conditioning = conditioning
-        self.num_classes = num_classes
-        self.text_dim = text_dim
-        self.text_placement = text_placement
-        self.temporal_position = temporal_position
-        self.spatial_heads = spatial_heads
-        self.qk_norm = qk_norm
-        self.learn_sigma = learn_sigma
-        self.class_dropout_prob = class_dropout_prob
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.latent_shape = (frames, height, width, in_channels)
+        self.store_config(locals(), in_channels=in_channels, out_channels=out_channels,
+                          latent_shape=(frames, height, width, in_channels))
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            input_shape=self.latent_shape,
-            patch_size=self.patch_size,
-            tubelet_size=self.tubelet_size,
-            hidden_dim=self.hidden_dim,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio,
-            variant=self.variant,
-            conditioning=self.conditioning,
-            num_classes=self.num_classes,
-            text_dim=self.text_dim,
-            text_placement=self.text_placement,
-            temporal_position=self.temporal_position,
-            spatial_heads=self.spatial_heads,
-            qk_norm=self.qk_norm,
-            learn_sigma=self.learn_sigma,
-            class_dropout_prob=self.class_dropout_prob,
+
+# === Presets === (data; registered by keras_vdiff.models)
+def _latte_label(size):
+    return "XL" if size == "xlarge" else size[0].upper()
+
+
+LATTE_PRESETS = {
+    **{
+        f"latte_{size}_patch{patch}": dict(
+            class_name="Latte",
+            config=dict(input_shape=(16, 32, 32, 4), patch_size=patch, conditioning="class", num_classes=1000,
+                        variant=1, learn_sigma=True, **dims),
+            description=f"Latte-{_latte_label(size)}/{patch} (Ma et al. 2024), variant 1: 16 frames of 32x32x4 "
+                        "latents, class-conditional, learned sigma; random init.",
+            metadata=dict(paper="arXiv:2401.03048"),
         )
-        return config
-
-
-def _register_presets():
-    for size, dims in LATTE_SIZES.items():
-        for patch in (2, 4, 8):
-            label = "XL" if size == "xlarge" else size[0].upper()
-            register_preset(
-                f"latte_{size}_patch{patch}",
-                "Latte",
-                dict(input_shape=(16, 32, 32, 4), patch_size=patch, conditioning="class", num_classes=1000,
-                     variant=1, learn_sigma=True, **dims),
-                f"Latte-{label}/{patch} (Ma et al. 2024), variant 1: 16 frames of 32x32x4 latents, "
-                "class-conditional, learned sigma; random init.",
-                metadata=dict(paper="arXiv:2401.03048"),
-            )
-    register_preset(
-        "latte_thesis",
-        "Latte",
-        dict(input_shape=(10, 28, 28, 4), patch_size=2, hidden_dim=1152, num_layers=10, num_heads=16,
-             variant=1, conditioning="text", text_dim=512, text_placement="v1", learn_sigma=True),
-        "The thesis' text-conditioned Latte v1 (10 frames of 28x28x4 latents, patch 2, width 1152, 5 spatial + "
-        "5 temporal blocks, CLIP-width 512 text, cross-attention between spatial and temporal blocks; heads 16 "
-        "are our choice, the thesis gives none); random init.",
+        for size, dims in LATTE_SIZES.items()
+        for patch in (2, 4, 8)
+    },
+    "latte_thesis": dict(
+        class_name="Latte",
+        config=dict(input_shape=(10, 28, 28, 4), patch_size=2, hidden_dim=1152, num_layers=10, num_heads=16,
+                    variant=1, conditioning="text", text_dim=512, text_placement="v1", learn_sigma=True),
+        description="The thesis' text-conditioned Latte v1 (10 frames of 28x28x4 latents, patch 2, width 1152, 5 "
+                    "spatial + 5 temporal blocks, CLIP-width 512 text, cross-attention between spatial and "
+                    "temporal blocks; heads 16 are our choice, the thesis gives none); random init.",
         metadata=dict(paper="thesis seed 000, Sections 3.2.2, 3.3.1; arXiv:2401.03048"),
-    )
-    register_preset(
-        "latte_tiny",
-        "Latte",
-        dict(input_shape=(2, 8, 8, 1), patch_size=2, hidden_dim=32, num_layers=2, num_heads=4,
-             variant=1, conditioning="class", num_classes=4, learn_sigma=False),
-        "A tiny Latte for tests and CPU experiments (2 frames of 8x8x1, 4 classes).",
-    )
-
-
-_register_presets()
+    ),
+    "latte_tiny": dict(
+        class_name="Latte",
+        config=dict(input_shape=(2, 8, 8, 1), patch_size=2, hidden_dim=32, num_layers=2, num_heads=4,
+                    variant=1, conditioning="class", num_classes=4, learn_sigma=False),
+        description="A tiny Latte for tests and CPU experiments (2 frames of 8x8x1, 4 classes).",
+    ),
+}

@@ -19,13 +19,13 @@ import numpy as np
 from keras import ops
 
 from keras_vdiff.layers.embeddings import rope_frequencies, sincos_embedding_3d
-from keras_vdiff.layers.modulation import FinalLayer
-from keras_vdiff.layers.patching import PatchEmbedding, Unpatchify
+from keras_vdiff.layers.conditioning import ConditionEmbedding, backbone_inputs, check_conditioning
+from keras_vdiff.layers.modulation import output_head
+from keras_vdiff.layers.patching import PatchEmbedding
 from keras_vdiff.layers.transformer import DiTBlock
-from keras_vdiff.layers.video_blocks import ConditionEmbedding, MMDiTBlock, check_conditioning, condition_inputs
+from keras_vdiff.layers.video_blocks import MMDiTBlock
 from keras_vdiff.models.backbone import VideoBackbone
 from keras_vdiff.models.latte import LATTE_SIZES, check_choice, check_video_transformer
-from keras_vdiff.presets.registry import register_preset
 
 POSITIONS = ("sincos", "rope")
 TEXT_MODES = ("cross", "joint")
@@ -83,31 +83,27 @@ class VideoDiT(VideoBackbone):
         (2, 2, 8, 8, 1)
     """
 
+    CONFIG_KEYS = (
+        "input_shape", "patch_size", "tubelet_size", "hidden_dim", "num_layers", "num_heads", "mlp_ratio",
+        "conditioning", "num_classes", "text_dim", "text_mode", "position", "qk_norm", "learn_sigma",
+        "class_dropout_prob",
+    )
+
     def __init__(
         self,
-        input_shape=(16, 32, 32, 4),
-        patch_size=2,
-        tubelet_size=1,
-        hidden_dim=768,
-        num_layers=12,
-        num_heads=12,
-        mlp_ratio=4.0,
-        conditioning="text",
-        num_classes=None,
-        text_dim=512,
+        input_shape=(16, 32, 32, 4), patch_size=2, tubelet_size=1,
+        hidden_dim=768, num_layers=12, num_heads=12, mlp_ratio=4.0,
+        conditioning="text", num_classes=None, text_dim=512,
         text_mode="cross",
         position="sincos",
-        qk_norm=False,
-        learn_sigma=True,
-        class_dropout_prob=0.0,
-        dtype=None,
-        **kwargs,
+        qk_norm=False, learn_sigma=True, class_dropout_prob=0.0,
+        dtype=None, **kwargs,
     ):
+        check_choice("text_mode", text_mode, TEXT_MODES)
+        check_choice("position", position, POSITIONS)
         frames, height, width, in_channels = check_video_transformer(
             input_shape, patch_size, tubelet_size, hidden_dim, num_layers, num_heads
         )
-        check_choice("text_mode", text_mode, TEXT_MODES)
-        check_choice("position", position, POSITIONS)
         check_conditioning(conditioning, num_classes, text_dim)
         head_dim = hidden_dim // num_heads
         if position == "rope" and head_dim % 6:
@@ -142,18 +138,11 @@ class VideoDiT(VideoBackbone):
                          name=f"block_{i}", dtype=dtype)
                 for i in range(num_layers)
             ]
-        self.final_layer = FinalLayer(
-            tubelet_size * patch_size * patch_size * out_channels, name="final_layer", dtype=dtype
-        )
-        self.unpatchify = Unpatchify(
-            patch_size, out_channels, tubelet_size=tubelet_size, grid_size=grid, name="unpatchify", dtype=dtype
-        )
+        self.final_layer, self.unpatchify = output_head(patch_size, out_channels, grid, tubelet_size, dtype)
 
         # === Functional model ===
-        latents = keras.Input(shape=(frames, height, width, in_channels), name="latents")
-        timesteps = keras.Input(shape=(), name="timesteps")
-        cond = condition_inputs(conditioning, text_dim)
-        inputs = {"latents": latents, "timesteps": timesteps, **cond}
+        inputs = backbone_inputs((frames, height, width, in_channels), conditioning, text_dim)
+        latents = inputs["latents"]
         c = self.condition_embedding.embed(inputs)
         x = ops.reshape(self.patch_embedding(latents), (-1, num_tokens, hidden_dim))
         rope = None
@@ -162,7 +151,7 @@ class VideoDiT(VideoBackbone):
             x = x + ops.cast(table[None], x.dtype)
         else:
             rope = rope_frequencies(axial_positions(token_frames, grid[0], grid[1]), head_dim)
-        context, context_mask = cond.get("text_embeddings"), cond.get("text_mask")
+        context, context_mask = inputs.get("text_embeddings"), inputs.get("text_mask")
         if joint:
             context = self.text_projection(context)
             for block in self.blocks:
@@ -175,67 +164,29 @@ class VideoDiT(VideoBackbone):
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 
         # === Config ===
-        self.patch_size = patch_size
-        self.tubelet_size = tubelet_size
-        self.hidden_dim = hidden_dim
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.conditioning = conditioning
-        self.num_classes = num_classes
-        self.text_dim = text_dim
-        self.text_mode = text_mode
-        self.position = position
-        self.qk_norm = qk_norm
-        self.learn_sigma = learn_sigma
-        self.class_dropout_prob = class_dropout_prob
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.latent_shape = (frames, height, width, in_channels)
+        self.store_config(locals(), in_channels=in_channels, out_channels=out_channels,
+                          latent_shape=(frames, height, width, in_channels))
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            input_shape=self.latent_shape,
-            patch_size=self.patch_size,
-            tubelet_size=self.tubelet_size,
-            hidden_dim=self.hidden_dim,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio,
-            conditioning=self.conditioning,
-            num_classes=self.num_classes,
-            text_dim=self.text_dim,
-            text_mode=self.text_mode,
-            position=self.position,
-            qk_norm=self.qk_norm,
-            learn_sigma=self.learn_sigma,
-            class_dropout_prob=self.class_dropout_prob,
+
+# === Presets === (data; registered by keras_vdiff.models)
+VIDEO_DIT_PRESETS = {
+    **{
+        f"video_dit_{size}_patch{patch}": dict(
+            class_name="VideoDiT",
+            config=dict(input_shape=(16, 32, 32, 4), patch_size=patch, conditioning="text", text_dim=512,
+                        text_mode="joint", position="sincos", learn_sigma=True, **dims),
+            description=f"Full-3D-attention video DiT-{'XL' if size == 'xlarge' else size[0].upper()}/{patch} "
+                        f"(16 frames of 32x32x4 latents, {16 * (32 // patch) ** 2} tokens), MM-DiT joint text "
+                        "blocks, 3D sin-cos positions, learned sigma; random init.",
+            metadata=dict(paper="arXiv:2212.09748, arXiv:2403.03206, arXiv:2408.06072"),
         )
-        return config
-
-
-def _register_presets():
-    for size, dims in LATTE_SIZES.items():
-        label = "XL" if size == "xlarge" else size[0].upper()
-        for patch in (2, 4, 8):
-            register_preset(
-                f"video_dit_{size}_patch{patch}",
-                "VideoDiT",
-                dict(input_shape=(16, 32, 32, 4), patch_size=patch, conditioning="text", text_dim=512,
-                     text_mode="joint", position="sincos", learn_sigma=True, **dims),
-                f"Full-3D-attention video DiT-{label}/{patch} (16 frames of 32x32x4 latents, "
-                f"{16 * (32 // patch) ** 2} tokens), MM-DiT joint text blocks, 3D sin-cos positions, learned "
-                "sigma; random init.",
-                metadata=dict(paper="arXiv:2212.09748, arXiv:2403.03206, arXiv:2408.06072"),
-            )
-    register_preset(
-        "video_dit_tiny",
-        "VideoDiT",
-        dict(input_shape=(2, 8, 8, 1), patch_size=2, hidden_dim=24, num_layers=2, num_heads=2,
-             conditioning="text", text_dim=16, text_mode="joint", position="rope", learn_sigma=False),
-        "A tiny joint-text, 3D-RoPE VideoDiT for tests and CPU experiments (2 frames of 8x8x1).",
-    )
-
-
-_register_presets()
+        for size, dims in LATTE_SIZES.items()
+        for patch in (2, 4, 8)
+    },
+    "video_dit_tiny": dict(
+        class_name="VideoDiT",
+        config=dict(input_shape=(2, 8, 8, 1), patch_size=2, hidden_dim=24, num_layers=2, num_heads=2,
+                    conditioning="text", text_dim=16, text_mode="joint", position="rope", learn_sigma=False),
+        description="A tiny joint-text, 3D-RoPE VideoDiT for tests and CPU experiments (2 frames of 8x8x1).",
+    ),
+}

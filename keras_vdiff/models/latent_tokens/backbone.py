@@ -13,8 +13,8 @@ import keras
 from keras import ops
 
 from keras_vdiff.layers.conditioning import backbone_inputs, check_conditioning
-from keras_vdiff.layers.modulation import FinalLayer
-from keras_vdiff.layers.patching import PatchEmbedding, Unpatchify
+from keras_vdiff.layers.modulation import output_head
+from keras_vdiff.layers.patching import PatchEmbedding
 from keras_vdiff.models.backbone import VideoBackbone
 from keras_vdiff.models.latent_tokens.condition_tokens import ConditionTokens
 from keras_vdiff.models.latent_tokens.grouping import (
@@ -27,7 +27,7 @@ from keras_vdiff.models.latent_tokens.interface import InterfaceConv, LatentLoca
 from keras_vdiff.models.latent_tokens.latents import LatentSelfConditioning, LearnedLatents
 from keras_vdiff.models.latent_tokens.read_write_block import LatentReadWriteBlock
 from keras_vdiff.models.latte import check_video_transformer
-from keras_vdiff.validation import check_bool, check_int
+from keras_vdiff.validation import check_bool, check_divisible, check_int
 
 
 def check_latent_token_arguments(*, input_shape, patch_size, tubelet_size, patch_dim, latent_dim, num_blocks,
@@ -47,8 +47,7 @@ def check_latent_token_arguments(*, input_shape, patch_size, tubelet_size, patch
         check_int(value, name, minimum=0)
     if interface_conv_kernel % 2 == 0 and interface_conv_kernel:
         raise ValueError(f"`interface_conv_kernel` must be 0 (off) or odd, got {interface_conv_kernel}.")
-    if latent_dim % num_heads:
-        raise ValueError(f"`latent_dim`={latent_dim} must be divisible by `num_heads`={num_heads}.")
+    check_divisible(latent_dim, "latent_dim", num_heads, "num_heads")
     for name, value in (("adaln", adaln), ("self_conditioning", self_conditioning), ("learn_sigma", learn_sigma),
                         ("latent_locality", latent_locality)):
         check_bool(value, name)
@@ -107,12 +106,7 @@ def build_latent_token_network(model, **arguments):
                            name=f"locality_bias_{i}", dtype=dtype)
         for i in range(num_blocks if a["latent_locality"] else 0)
     ]
-    model.final_layer = FinalLayer(
-        tubelet_size * patch_size * patch_size * out_channels, name="final_layer", dtype=dtype
-    )
-    model.unpatchify = Unpatchify(
-        patch_size, out_channels, tubelet_size=tubelet_size, grid_size=grid, name="unpatchify", dtype=dtype
-    )
+    model.final_layer, model.unpatchify = output_head(patch_size, out_channels, grid, tubelet_size, dtype)
 
     # === Functional model ===
     inputs = backbone_inputs((frames, height, width, in_channels), a["conditioning"], a["text_dim"])
@@ -160,37 +154,15 @@ class LatentTokenBackbone(VideoBackbone):
     families share are keyword arguments here, with their common defaults; a
     subclass names its own arguments (and the defaults that differ), passes the
     grouping (``groups``, ``tubelet_size``, ``latents_per_group``), lists its
-    constructor arguments in ``CONFIG_KEYS`` (what ``get_config`` writes) and sets
-    those that are not arguments here.
+    constructor arguments in ``CONFIG_KEYS`` (what ``get_config`` writes, see
+    ``VideoBackbone.store_config``) and stores those that are not arguments here.
 
     Args:
-        input_shape: latent video shape ``(frames, height, width, channels)``.
-        patch_size: spatial patch size.
-        patch_dim: width ``Dx`` of the patch (interface) tokens.
-        latent_dim: width ``Dl`` of the latent tokens.
-        num_blocks: read / process / write blocks.
-        num_latent_layers: global latent self-attention + MLP layers per block (RIN's ``K``).
-        num_heads: heads of the latent attentions (head width ``latent_dim // num_heads``).
-        patch_num_heads: heads of the write cross-attention (head width ``patch_dim // patch_num_heads``).
-        mlp_ratio: MLP expansion.
-        conditioning: ``None``, ``"class"`` or ``"text"``.
-        num_classes: classes for ``"class"`` (label ``num_classes`` is the null class).
-        text_dim: width of ``text_embeddings`` / ``pooled_text`` for ``"text"``.
-        adaln: adaLN-Zero of the pooled condition in the condition MLP and the latent
-            self-attention layers (the thesis' SnapVideo v2).
-        num_registers: learned register tokens appended to the text (thesis: 16).
-        text_layers: self-attention layers over text + registers (thesis: 2).
-        self_conditioning: latent self-conditioning (input ``previous_latents``,
-            output dict with ``latents``).
-        learn_sigma: also output the improved-DDPM variance channels.
-        class_dropout_prob: in-model label dropping (keep 0 with ``VideoDiffusion``).
-        groups, tubelet_size, latents_per_group: the grouping, from the subclass.
-        num_local_layers, interface_conv_kernel, latent_locality: the family options
-            (SnapVideo's local layers; RIN's interface convolution and locality prior).
-        dtype: dtype policy.
+        The shared arguments are documented in :class:`SnapVideo` (and :class:`RIN`);
+        ``groups``, ``tubelet_size`` and ``latents_per_group`` are the grouping, from the
+        subclass; ``num_local_layers`` (SnapVideo), ``interface_conv_kernel`` and
+        ``latent_locality`` (RIN) are the family options.
     """
-
-    CONFIG_KEYS = ()
 
     def __init__(
         self,
@@ -225,9 +197,7 @@ class LatentTokenBackbone(VideoBackbone):
         arguments = {key: value for key, value in locals().items() if key not in ("self", "kwargs", "__class__")}
         inputs, outputs, info = build_latent_token_network(self, **arguments)
         super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
-        for key in self.CONFIG_KEYS:  # the subclass sets the keys that are its own
-            if key in arguments:
-                setattr(self, key, arguments[key])
+        self.store_config(arguments)  # the subclass stores the keys that are its own
         for key, value in info.items():
             setattr(self, key, value)
 
@@ -235,9 +205,3 @@ class LatentTokenBackbone(VideoBackbone):
     def previous_latents_shape(self):
         """``(num_latents, latent_dim)``: the per-example shape of ``previous_latents``."""
         return (self.num_latents, self.latent_dim)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({key: getattr(self, key) for key in self.CONFIG_KEYS})
-        config["input_shape"] = self.latent_shape
-        return config

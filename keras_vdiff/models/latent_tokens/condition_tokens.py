@@ -13,7 +13,7 @@ from keras_vdiff.layers.conditioning import ConditionEmbedding
 from keras_vdiff.layers.normalization import layer_norm, normed
 from keras_vdiff.layers.transformer import MLP
 from keras_vdiff.models.latent_tokens.read_write_block import PreNormResidual
-from keras_vdiff.validation import check_int
+from keras_vdiff.validation import check_divisible, check_int
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
@@ -53,8 +53,7 @@ class TextRegisterEncoder(keras.layers.Layer):
             raise ValueError(f"`num_registers` must be an integer >= 0, got {num_registers!r}.")
         if not isinstance(num_layers, int) or num_layers < 0:
             raise ValueError(f"`num_layers` must be an integer >= 0, got {num_layers!r}.")
-        if hidden_dim % num_heads:
-            raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads}.")
+        check_divisible(hidden_dim, "hidden_dim", num_heads, "num_heads")
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.num_registers = num_registers

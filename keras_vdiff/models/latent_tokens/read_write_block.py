@@ -40,7 +40,7 @@ from keras_vdiff.layers.attention import Attention
 from keras_vdiff.layers.modulation import AdaLNModulation, expand_to, modulate
 from keras_vdiff.layers.normalization import layer_norm, normed
 from keras_vdiff.layers.transformer import MLP
-from keras_vdiff.validation import check_int
+from keras_vdiff.validation import check_divisible, check_int
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
@@ -178,10 +178,8 @@ class LatentReadWriteBlock(keras.layers.Layer):
             raise ValueError(f"`num_latent_layers` must be an integer >= 0, got {num_latent_layers!r}.")
         if not isinstance(num_local_layers, int) or isinstance(num_local_layers, bool) or num_local_layers < 0:
             raise ValueError(f"`num_local_layers` must be an integer >= 0, got {num_local_layers!r}.")
-        if latent_dim % num_heads:
-            raise ValueError(f"`latent_dim`={latent_dim} must be divisible by `num_heads`={num_heads}.")
-        if patch_dim % patch_num_heads:
-            raise ValueError(f"`patch_dim`={patch_dim} must be divisible by `patch_num_heads`={patch_num_heads}.")
+        check_divisible(latent_dim, "latent_dim", num_heads, "num_heads")
+        check_divisible(patch_dim, "patch_dim", patch_num_heads, "patch_num_heads")
         self.patch_dim = patch_dim
         self.latent_dim = latent_dim
         self.latents_per_group = latents_per_group

@@ -68,7 +68,7 @@ class RIN(LatentTokenBackbone):
     """
 
     CONFIG_KEYS = (
-        "patch_size", "tubelet_size", "patch_dim", "latent_dim", "num_latents", "num_blocks", "num_latent_layers",
+        "input_shape", "patch_size", "tubelet_size", "patch_dim", "latent_dim", "num_latents", "num_blocks", "num_latent_layers",
         "num_heads", "patch_num_heads", "mlp_ratio", "conditioning", "num_classes", "text_dim", "adaln",
         "num_registers", "text_layers", "self_conditioning", "learn_sigma", "class_dropout_prob",
         "interface_conv_kernel", "latent_locality",

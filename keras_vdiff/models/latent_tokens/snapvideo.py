@@ -89,7 +89,7 @@ class SnapVideo(LatentTokenBackbone):
     """
 
     CONFIG_KEYS = (
-        "patch_size", "patch_dim", "latent_dim", "num_blocks", "num_latent_layers", "num_groups",
+        "input_shape", "patch_size", "patch_dim", "latent_dim", "num_blocks", "num_latent_layers", "num_groups",
         "latents_per_group", "num_heads", "patch_num_heads", "mlp_ratio", "conditioning", "num_classes", "text_dim",
         "adaln", "num_registers", "text_layers", "self_conditioning", "learn_sigma", "class_dropout_prob",
         "num_local_layers",
@@ -114,4 +114,4 @@ class SnapVideo(LatentTokenBackbone):
             learn_sigma=learn_sigma, groups=num_groups, tubelet_size=1, latents_per_group=latents_per_group,
             num_local_layers=num_local_layers, **kwargs,
         )
-        self.num_groups = num_groups
+        self.store_config(locals())

@@ -205,8 +205,75 @@ def _apply_temporal(conv, x):
     return from_temporal_sequences(conv(temporal_sequences(x)), height, width)
 
 
+class Resample(keras.layers.Layer):
+    """The shared part of :class:`Downsample` and :class:`Upsample`: the axes, the convolutions, the config.
+
+    A subclass sets ``stride`` (of its convolutions), ``resized(size)`` (an axis' new length) and
+    what comes before each convolution (``spatial_step``, ``before_temporal``).
+
+    Args:
+        filters: output channels (default: the input's).
+        spatial: resample height and width.
+        temporal: resample the frames.
+    """
+
+    stride = 1
+
+    def __init__(self, filters=None, spatial=True, temporal=False, **kwargs):
+        super().__init__(**kwargs)
+        _check_resample_axes(spatial, temporal)
+        self.filters = filters
+        self.spatial = bool(spatial)
+        self.temporal = bool(temporal)
+
+    def resized(self, size):
+        raise NotImplementedError
+
+    def spatial_step(self, frames):
+        """The spatial part on frames ``(N, H, W, C)``."""
+        return self.conv(frames)
+
+    def before_temporal(self, x):
+        """What the temporal convolution sees of the video ``(B, F, H, W, C)``."""
+        return x
+
+    def call(self, x):
+        if self.conv is not None:
+            x = apply_per_frame(self.spatial_step, x)
+        if self.temporal_conv is not None and len(x.shape) == 5:
+            x = _apply_temporal(self.temporal_conv, self.before_temporal(x))
+        return x
+
+    def build(self, x_shape):
+        filters = self.filters or x_shape[-1]
+        self.conv = self.temporal_conv = None
+        if self.spatial:
+            self.conv = keras.layers.Conv2D(
+                filters, 3, strides=self.stride, padding="same", name="conv", dtype=self.dtype_policy
+            )
+            self.conv.build((None, None, None, x_shape[-1]))
+        if self.temporal:
+            self.temporal_conv = _temporal_conv(filters, self.stride, "temporal_conv", self.dtype_policy)
+            self.temporal_conv.build((None, None, filters if self.spatial else x_shape[-1]))
+        self.built = True
+
+    def compute_output_shape(self, x_shape):
+        h, w = x_shape[-3], x_shape[-2]
+        if self.spatial:
+            h, w = (None if h is None else self.resized(h)), (None if w is None else self.resized(w))
+        lead = tuple(x_shape[:-3])
+        if self.temporal and len(x_shape) == 5:
+            lead = (lead[0], None if lead[1] is None else self.resized(lead[1]))
+        return lead + (h, w, self.filters or x_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, spatial=self.spatial, temporal=self.temporal)
+        return config
+
+
 @keras.saving.register_keras_serializable(package="keras_vdiff")
-class Downsample(keras.layers.Layer):
+class Downsample(Resample):
     """Halve height and width (stride-2 3x3 convolution per frame, DDPM) and/or the frames.
 
     Temporal downsampling is a stride-2, 3-tap convolution over the frames of
@@ -226,48 +293,14 @@ class Downsample(keras.layers.Layer):
         (2, 2, 4, 4, 16)
     """
 
-    def __init__(self, filters=None, spatial=True, temporal=False, **kwargs):
-        super().__init__(**kwargs)
-        _check_resample_axes(spatial, temporal)
-        self.filters = filters
-        self.spatial = bool(spatial)
-        self.temporal = bool(temporal)
+    stride = 2
 
-    def build(self, x_shape):
-        filters = self.filters or x_shape[-1]
-        self.conv = self.temporal_conv = None
-        if self.spatial:
-            self.conv = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name="conv", dtype=self.dtype_policy)
-            self.conv.build((None,) + tuple(x_shape[-3:]))
-        if self.temporal:
-            self.temporal_conv = _temporal_conv(filters, 2, "temporal_conv", self.dtype_policy)
-            self.temporal_conv.build((None, None, filters if self.spatial else x_shape[-1]))
-        self.built = True
-
-    def call(self, x):
-        if self.conv is not None:
-            x = apply_per_frame(self.conv, x)
-        if self.temporal_conv is not None and len(x.shape) == 5:
-            x = _apply_temporal(self.temporal_conv, x)
-        return x
-
-    def compute_output_shape(self, x_shape):
-        h, w = x_shape[-3], x_shape[-2]
-        if self.spatial:
-            h, w = (None if h is None else (h + 1) // 2), (None if w is None else (w + 1) // 2)
-        lead = tuple(x_shape[:-3])
-        if self.temporal and len(x_shape) == 5:
-            lead = (lead[0], None if lead[1] is None else (lead[1] + 1) // 2)
-        return lead + (h, w, self.filters or x_shape[-1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(filters=self.filters, spatial=self.spatial, temporal=self.temporal)
-        return config
+    def resized(self, size):
+        return (size + 1) // 2
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
-class Upsample(keras.layers.Layer):
+class Upsample(Resample):
     """Double height and width (nearest neighbour + 3x3 convolution per frame, DDPM) and/or the frames.
 
     Temporal upsampling repeats every frame twice (nearest neighbour in time)
@@ -286,42 +319,14 @@ class Upsample(keras.layers.Layer):
     """
 
     def __init__(self, filters=None, spatial=True, temporal=False, **kwargs):
-        super().__init__(**kwargs)
-        _check_resample_axes(spatial, temporal)
-        self.filters = filters
-        self.spatial = bool(spatial)
-        self.temporal = bool(temporal)
+        super().__init__(filters, spatial, temporal, **kwargs)
         self.resize = keras.layers.UpSampling2D(2, interpolation="nearest", dtype=self.dtype_policy)
 
-    def build(self, x_shape):
-        filters = self.filters or x_shape[-1]
-        self.conv = self.temporal_conv = None
-        if self.spatial:
-            self.conv = keras.layers.Conv2D(filters, 3, padding="same", name="conv", dtype=self.dtype_policy)
-            h, w = x_shape[-3], x_shape[-2]
-            self.conv.build((None, None if h is None else 2 * h, None if w is None else 2 * w, x_shape[-1]))
-        if self.temporal:
-            self.temporal_conv = _temporal_conv(filters, 1, "temporal_conv", self.dtype_policy)
-            self.temporal_conv.build((None, None, filters if self.spatial else x_shape[-1]))
-        self.built = True
+    def resized(self, size):
+        return 2 * size
 
-    def call(self, x):
-        if self.conv is not None:
-            x = apply_per_frame(lambda frames: self.conv(self.resize(frames)), x)
-        if self.temporal_conv is not None and len(x.shape) == 5:
-            x = _apply_temporal(self.temporal_conv, ops.repeat(x, 2, axis=1))
-        return x
+    def spatial_step(self, frames):
+        return self.conv(self.resize(frames))
 
-    def compute_output_shape(self, x_shape):
-        h, w = x_shape[-3], x_shape[-2]
-        if self.spatial:
-            h, w = (None if h is None else 2 * h), (None if w is None else 2 * w)
-        lead = tuple(x_shape[:-3])
-        if self.temporal and len(x_shape) == 5:
-            lead = (lead[0], None if lead[1] is None else 2 * lead[1])
-        return lead + (h, w, self.filters or x_shape[-1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(filters=self.filters, spatial=self.spatial, temporal=self.temporal)
-        return config
+    def before_temporal(self, x):
+        return ops.repeat(x, 2, axis=1)  # every frame twice (nearest neighbour in time), then the 3-tap mix

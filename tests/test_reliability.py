@@ -360,3 +360,25 @@ def test_unknown_keyword_arguments_raise_a_type_error_listing_the_valid_ones():
 def test_moving_mnist_with_one_frame_cannot_claim_motion():
     with pytest.raises(ValueError, match="`num_frames` must be at least 2"):
         kv.data.moving_mnist(2, frame_size=16, num_frames=1)
+
+
+def test_truncated_or_mismatched_weight_files_are_named(tmp_path):
+    preset = tmp_path / "preset"
+    _tiny_pipeline().save_to_preset(str(preset))
+    for name in ("model.weights.h5", "task.weights.h5"):
+        broken = tmp_path / f"broken_{name}"
+        broken.mkdir()
+        for source in preset.iterdir():
+            data = source.read_bytes()
+            (broken / source.name).write_bytes(data[: len(data) // 2] if source.name == name else data)
+        with pytest.raises(ValueError, match=f"(?s)Cannot load the weights file .*{name}.*truncated"):
+            VideoDiffusion.from_preset(str(broken))
+    other = tmp_path / "other"
+    _class_model().backbone.save_to_preset(str(other))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for source in preset.iterdir():
+        donor = other / source.name if source.name == "model.weights.h5" else source
+        (mixed / source.name).write_bytes(donor.read_bytes())
+    with pytest.raises(ValueError, match="(?s)Cannot load the weights file .*model.weights.h5.*another model configuration"):
+        VideoDiffusion.from_preset(str(mixed))

@@ -24,6 +24,7 @@ writes files and resolves classes by their registered Keras names, so it
 imports no model and no task.
 """
 
+import contextlib
 import json
 import os
 
@@ -124,9 +125,26 @@ def write_task_files(task, directory):
         preprocessor.save_to_preset(directory)
 
 
+@contextlib.contextmanager
+def naming_weights_file(path):
+    """Re-raise a failure to read the weights file ``path`` as a ``ValueError`` that names the file.
+
+    h5py says "truncated file: eof = ..." and Keras "24 objects could not be
+    loaded" without saying which file; a user with a half-copied download needs the path.
+    """
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"Cannot load the weights file {path}: {error}. The file is truncated or damaged (an interrupted copy "
+            "or download), or it belongs to another model configuration."
+        ) from error
+
+
 def load_task_weights(task, directory):
     """Load ``task.weights.h5`` into everything of ``task`` outside its backbone."""
     path = os.path.join(directory, TASK_WEIGHTS_FILE)
     if not os.path.isfile(path):
         raise ValueError(f"The preset {directory!r} has no {TASK_WEIGHTS_FILE}; it is incomplete.")
-    keras.saving.load_weights(task, path, objects_to_skip=list(task.backbone._flatten_layers()))
+    with naming_weights_file(path):
+        keras.saving.load_weights(task, path, objects_to_skip=list(task.backbone._flatten_layers()))

@@ -110,7 +110,8 @@ class PipelinePresetMixin:
         if load_weights and shipped is not None:
             if not os.path.exists(shipped):
                 raise ValueError(f"The weights of preset {preset!r} are missing: {shipped}.")
-            model.load_weights(shipped)
+            with pipeline_format.naming_weights_file(shipped):
+                model.load_weights(shipped)
         return model
 
     @classmethod
@@ -124,9 +125,11 @@ class PipelinePresetMixin:
             if load_weights:
                 if not os.path.isfile(weights):
                     raise ValueError(f"The weights of preset {directory!r} are missing: {weights}.")
-                model.load_weights(weights)
+                with pipeline_format.naming_weights_file(weights):
+                    model.load_weights(weights)
             return model
-        backbone = keras_hub.models.Backbone.from_preset(directory, load_weights=load_weights)
+        with pipeline_format.naming_weights_file(os.path.join(directory, pipeline_format.BACKBONE_WEIGHTS_FILE)):
+            backbone = keras_hub.models.Backbone.from_preset(directory, load_weights=load_weights)
         task_config["config"]["backbone"] = backbone
         model = keras.saving.deserialize_keras_object(task_config)
         preprocessor = getattr(model, "preprocessor", None)

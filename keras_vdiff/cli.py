@@ -241,6 +241,10 @@ def cmd_train(args):
     except OSError as error:
         raise SystemExit(f"error: {error}")
     checkpoint = os.path.join(args.output_dir, "pipeline")
+    foreign = atomic_files.foreign_files(checkpoint) if os.path.isdir(checkpoint) else []
+    if foreign:  # found now, not at the first checkpoint after an epoch of training
+        raise SystemExit(f"error: {checkpoint} holds files keras_vdiff did not write ({', '.join(foreign[:5])}); "
+                         "move them away or choose another --output-dir")
     keras.utils.set_random_seed(args.seed)
     model, state = _load_training_model(args, checkpoint)
     print(model.backbone.describe())

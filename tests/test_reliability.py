@@ -163,6 +163,11 @@ def test_train_refuses_a_directory_holding_a_run_before_generating_data(tmp_path
     assert json.load(open(run / "history.json")) == {"steps": 119}
     with pytest.raises(SystemExit, match="give one"):
         cli.main(["train", "--steps", "1", "--output-dir", str(run), "--resume", "--overwrite"])
+    (run / "pipeline").mkdir()
+    (run / "pipeline" / "my_notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="did not write \\(my_notes.txt\\)"):
+        cli.main(["train", "--steps", "1", "--output-dir", str(run), "--overwrite"])
+    assert (run / "pipeline" / "my_notes.txt").read_text() == "keep me"
 
 
 def test_output_directories_are_checked_writable_before_long_work(tmp_path):

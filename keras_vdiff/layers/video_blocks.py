@@ -36,16 +36,19 @@ from keras_vdiff.layers.conditioning import (  # noqa: F401
 )
 from keras_vdiff.layers.embeddings import apply_rope
 from keras_vdiff.layers.gradient_boundary import gradient_boundary
+from keras_vdiff.layers.gradient_boundary import gradient_boundary
 from keras_vdiff.layers.modulation import AdaLNModulation, expand_to, modulate
-from keras_vdiff.layers.normalization import layer_norm
+from keras_vdiff.layers.normalization import layer_norm, normed
 from keras_vdiff.layers.transformer import (
     MLP,
     DiTBlock,
     fold_spatial,
     fold_temporal,
+    text_cross_attention,
     unfold_spatial,
     unfold_temporal,
 )
+from keras_vdiff.validation import check_divisible
 
 ATTENTION_AXES = ("spatial", "temporal")
 
@@ -64,22 +67,6 @@ def attend_along(attention, x, axis, rope=None):
     if axis == "temporal":
         return unfold_temporal(attention(fold_temporal(x), rope=rope), x.shape[2])
     raise ValueError(f"`axis` must be one of {ATTENTION_AXES}, got {axis!r}.")
-
-
-def text_cross_attention(norm, attention, x, context, context_mask):
-    """``CrossAttn(LN(x), context, mask)`` for tokens ``(B, F, N, D)`` (or ``(B, N, D)``).
-
-    All video tokens are queries of one cross-attention call; queries do not
-    interact, so this equals per-frame cross-attention without repeating the text.
-    """
-    if context is None:
-        raise ValueError("This block has text cross-attention: pass `context` (the text embeddings).")
-    h = ops.cast(norm(x), x.dtype)
-    if len(x.shape) == 3:
-        return attention(h, context=context, mask=context_mask)
-    f, n, d = x.shape[1], x.shape[2], x.shape[3]
-    out = attention(ops.reshape(h, (-1, f * n, d)), context=context, mask=context_mask)
-    return ops.reshape(out, (-1, f, n, out.shape[-1]))
 
 
 def split_head_attention(attention, x, spatial_heads, rope=None):
@@ -154,14 +141,8 @@ class FactorizedBlock(DiTBlock):
                          qk_norm=qk_norm, **kwargs)
         self.axis = axis
 
-    def call(self, x, condition, context=None, context_mask=None, rope=None):
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition)
-        h = modulate(ops.cast(self.norm1(x), x.dtype), shift1, scale1)
-        x = x + expand_to(gate1, x) * attend_along(self.attention, h, self.axis, rope)
-        if self.cross_attention:
-            x = x + text_cross_attention(self.norm_cross, self.cross, x, context, context_mask)
-        h = modulate(ops.cast(self.norm2(x), x.dtype), shift2, scale2)
-        return x + expand_to(gate2, x) * self.mlp(h)
+    def attend(self, h, rope=None):
+        return attend_along(self.attention, h, self.axis, rope)
 
     def get_config(self):
         config = super().get_config()
@@ -226,20 +207,18 @@ class SpatioTemporalBlock(DiTBlock):
         self.built = True
 
     def call(self, x, condition, context=None, context_mask=None, temporal_rope=None):
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition)
-        h = modulate(ops.cast(self.norm1(x), x.dtype), shift1, scale1)
-        x = x + expand_to(gate1, x) * attend_along(self.attention, h, "spatial")
-        if self.cross_attention:
-            x = x + text_cross_attention(self.norm_cross, self.cross, x, context, context_mask)
-        h = ops.cast(self.norm_temporal(x), x.dtype)
+        return super().call(x, condition, context, context_mask, rope=temporal_rope)
+
+    def attend(self, h, rope=None):
+        return attend_along(self.attention, h, "spatial")  # `rope` is the temporal attention's
+
+    def before_mlp(self, x, condition, rope=None):
+        h = normed(self.norm_temporal, x)
         if self.temporal_adaln:
             shift_t, scale_t, gate_t = self.temporal_modulation(condition)
-            h = attend_along(self.temporal_attention, modulate(h, shift_t, scale_t), "temporal", temporal_rope)
-            x = x + expand_to(gate_t, x) * h
-        else:
-            x = x + attend_along(self.temporal_attention, h, "temporal", temporal_rope)
-        h = modulate(ops.cast(self.norm2(x), x.dtype), shift2, scale2)
-        return x + expand_to(gate2, x) * self.mlp(h)
+            h = attend_along(self.temporal_attention, modulate(h, shift_t, scale_t), "temporal", rope)
+            return x + expand_to(gate_t, x) * h
+        return x + attend_along(self.temporal_attention, h, "temporal", rope)
 
     def get_config(self):
         config = super().get_config()
@@ -319,13 +298,10 @@ class SplitHeadBlock(DiTBlock):
         super().build(x_shape, condition_shape, context_shape, context_mask_shape)
 
     def call(self, x, condition, context=None, context_mask=None, temporal_rope=None):
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(condition)
-        h = modulate(ops.cast(self.norm1(x), x.dtype), shift1, scale1)
-        x = x + expand_to(gate1, x) * split_head_attention(self.attention, h, self.spatial_heads, temporal_rope)
-        if self.cross_attention:
-            x = x + text_cross_attention(self.norm_cross, self.cross, x, context, context_mask)
-        h = modulate(ops.cast(self.norm2(x), x.dtype), shift2, scale2)
-        return x + expand_to(gate2, x) * self.mlp(h)
+        return super().call(x, condition, context, context_mask, rope=temporal_rope)
+
+    def attend(self, h, rope=None):
+        return split_head_attention(self.attention, h, self.spatial_heads, rope)
 
     def get_config(self):
         config = super().get_config()
@@ -357,8 +333,7 @@ class TextCrossAttentionBlock(keras.layers.Layer):
 
     def __init__(self, hidden_dim, num_heads, qk_norm=False, **kwargs):
         super().__init__(**kwargs)
-        if hidden_dim % num_heads:
-            raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads}.")
+        check_divisible(hidden_dim, "hidden_dim", num_heads, "num_heads")
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.qk_norm = qk_norm
@@ -423,8 +398,7 @@ class MMDiTBlock(keras.layers.Layer):
 
     def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, qk_norm=False, context_output=True, **kwargs):
         super().__init__(**kwargs)
-        if hidden_dim % num_heads:
-            raise ValueError(f"`hidden_dim`={hidden_dim} must be divisible by `num_heads`={num_heads}.")
+        check_divisible(hidden_dim, "hidden_dim", num_heads, "num_heads")
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.mlp_ratio = mlp_ratio
@@ -457,6 +431,11 @@ class MMDiTBlock(keras.layers.Layer):
                 getattr(self, f"{name}_norm2").build(shape)
                 getattr(self, f"{name}_mlp").build(shape)
         self.built = True
+
+    def __call__(self, x, context, *args, **kwargs):
+        # Both residual streams get the JAX gradient boundary of `DiTBlock.__call__` (`layers/gradient_boundary.py`):
+        # a joint-attention VideoDiT's compiled gradient was quadratic in depth without it.
+        return super().__call__(gradient_boundary(x), gradient_boundary(context), *args, **kwargs)
 
     def __call__(self, x, context, *args, **kwargs):
         # Both residual streams get the JAX gradient boundary of `DiTBlock.__call__` (`layers/gradient_boundary.py`):

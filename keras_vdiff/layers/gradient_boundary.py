@@ -22,7 +22,7 @@ not have the problem.
 
 ``DiTBlock`` (every adaLN block family subclasses it) applies it to its input
 when that is a token sequence ``(B, N, D)``: DiT, VideoDiT's cross-attention
-mode. The video blocks' ``(B, F, N, D)`` residual streams are left alone: a
+mode; ``MMDiTBlock`` to both of its streams (VideoDiT's joint mode). The video blocks' ``(B, F, N, D)`` residual streams are left alone: a
 Latte's gradient was measured linear in depth without the boundary (the demo's
 Latte, 4 and 12 layers) and 11% slower with it.
 

@@ -40,6 +40,22 @@ from keras_vdiff.tasks.text_to_video_preprocessor import as_preprocessor
 logger = logging.getLogger("keras_vdiff")
 
 PROCESSES = {"GaussianDiffusion": GaussianDiffusion, "FlowMatching": FlowMatching}
+# The parts of the state Keras' JAX trainer takes out of a model, in the order of `_get_jax_state`.
+JAX_STATE_NAMES = ("trainable_variables", "non_trainable_variables", "optimizer_variables", "metrics_variables")
+
+
+def record_jax_state(model, state, wanted):
+    """Keep the state Keras' JAX trainer just took out of ``model`` where its ``jax_state_sync`` looks.
+
+    The trainer takes the variables' values out of the model before the first step
+    and puts them back from ``_jax_state``, which it sets only after a step
+    succeeded: a first step that fails (a wrong input shape) left every weight
+    empty. Recorded at once, the trainer's ``finally: jax_state_sync()`` always has
+    it to put back.
+    """
+    names = [name for name, want in zip(JAX_STATE_NAMES, wanted) if want]
+    model._jax_state = dict(zip(names, state))
+    model._jax_state_synced = False
 
 
 def as_process(process, backbone):
@@ -174,9 +190,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
     @property
     def tokenizer(self):
         """The tokenizer of the prompts: the preprocessor's, else the text encoder's (None without text)."""
-        if self.preprocessor is not None:
-            return self.preprocessor.tokenizer
-        return getattr(self.text_encoder, "tokenizer", None)
+        return self.preprocessor.tokenizer if self.preprocessor else getattr(self.text_encoder, "tokenizer", None)
 
     def _previous_latents_shape(self):
         inputs = self.backbone.input
@@ -258,19 +272,10 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
 
     def _get_jax_state(self, trainable_variables=False, non_trainable_variables=False, optimizer_variables=False,
                        metrics_variables=False, purge_model_variables=False):
-        # Keras' JAX trainer takes the variables' values out of the model before the first step and puts
-        # them back from `_jax_state`, which it sets only after a step succeeded: a first step that fails
-        # (a wrong input shape) left every weight empty. Record the state at once, so the trainer's
-        # `finally: jax_state_sync()` always has it to put back.
-        state = super()._get_jax_state(trainable_variables, non_trainable_variables, optimizer_variables,
-                                       metrics_variables, purge_model_variables)
+        wanted = (trainable_variables, non_trainable_variables, optimizer_variables, metrics_variables)
+        state = super()._get_jax_state(*wanted, purge_model_variables)
         if purge_model_variables:
-            names = [name for name, wanted in (("trainable_variables", trainable_variables),
-                                               ("non_trainable_variables", non_trainable_variables),
-                                               ("optimizer_variables", optimizer_variables),
-                                               ("metrics_variables", metrics_variables)) if wanted]
-            self._jax_state = dict(zip(names, state))
-            self._jax_state_synced = False
+            record_jax_state(self, state, wanted)
         return state
 
     def _denoise_for_loss(self, x, latents, noise, x_t, t, repeats, training):
@@ -385,19 +390,19 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
 
     # --- serialization ------------------------------------------------------------------------
     def get_config(self):
+        def serialized(obj):
+            return None if obj is None else keras.saving.serialize_keras_object(obj)
+
         config = super().get_config()
         config.update(
-            backbone=keras.saving.serialize_keras_object(self.backbone),
+            backbone=serialized(self.backbone), text_encoder=serialized(self.text_encoder),
             process={"class_name": type(self.process).__name__, "config": self.process.get_config()},
-            text_encoder=None if self.text_encoder is None else keras.saving.serialize_keras_object(self.text_encoder),
-            autoencoder=None if self.autoencoder is None else keras.saving.serialize_keras_object(self.autoencoder),
-            condition_dropout=self.condition_dropout,
-            self_conditioning_prob=self.self_conditioning_prob,
-            noise_shared_weight=self.noise_shared_weight,
+            autoencoder=serialized(self.autoencoder), condition_dropout=self.condition_dropout,
+            self_conditioning_prob=self.self_conditioning_prob, noise_shared_weight=self.noise_shared_weight,
             seed=self.seed,
         )
         if self.preprocessor is not None:
-            config["preprocessor"] = keras.saving.serialize_keras_object(self.preprocessor)
+            config["preprocessor"] = serialized(self.preprocessor)
         return config
 
     @classmethod

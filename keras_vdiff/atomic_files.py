@@ -33,7 +33,7 @@ RETIRED_PREFIX = ".old-keras_vdiff-"
 # backbone preset (config.json + metadata.json). Files with these top-level names count as the library's.
 _LEGACY_PRESET_FILES = frozenset(
     {"pipeline.json", "model.weights.h5", "state.json", "config.json", "metadata.json", "tokenizer.json",
-     "preprocessor.json", "task.json", "assets", "training.json"}
+     "task.weights.h5", "preprocessor.json", "task.json", "assets", "training.json"}
 )
 
 

@@ -53,7 +53,7 @@ def test_backbone_config_and_preset_round_trip(tmp_path):
 
 def test_registered_presets_and_clear_errors():
     sizes = [f"dit_{size}_patch{patch}" for size in ("small", "base", "large", "xlarge") for patch in (2, 4, 8)]
-    run_preset_test(kv.models.DiT, sizes + ["dit_mnist", "dit_tiny"], build=("dit_tiny",))
+    run_preset_test(kv.models.DiT, sizes + ["dit_mnist", "dit_tiny"])  # dit_mnist is built by name below
     mnist = kv.models.DiT.from_preset("dit_mnist")
     assert mnist.latent_shape == (28, 28, 1) and mnist.patch_size == 2 and mnist.hidden_dim == 64
     with pytest.raises(ValueError, match="Unknown preset|Valid presets"):

@@ -96,7 +96,7 @@ def test_config_and_preset_round_trip(tmp_path):
 
 
 def test_presets_parameter_counts_and_bad_arguments():
-    run_preset_test(RIN, ["rin_thesis", "rin_base", "rin_tiny"], build=("rin_tiny",))
+    run_preset_test(RIN, ["rin_thesis", "rin_base", "rin_tiny"])  # TINY is the rin_tiny config
     thesis = registry.get_preset("rin_thesis")["config"]
     assert (thesis["patch_size"], thesis["patch_dim"], thesis["latent_dim"], thesis["num_latent_layers"],
             thesis["num_blocks"]) == (2, 768, 1024, 4, 5)

@@ -1,8 +1,8 @@
 """Checkpoints of a training run: the pipeline preset plus the run's state, saved together, finite or not at all.
 
 A checkpoint directory is a ``VideoDiffusion`` preset with one more file,
-``state.json``: the epochs and optimizer steps done and the per-step losses
-so far. Both are staged in one folder and swapped in at once
+``state.json``: the epochs and optimizer steps done, the per-step losses so
+far and the states of the random generators. Both are staged in one folder and swapped in at once
 (``keras_vdiff.atomic_files.staged_directory``), so the state always describes
 the weights next to it, and a run killed at any moment resumes from the last
 complete checkpoint with its step count and history intact.

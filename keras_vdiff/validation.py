@@ -70,3 +70,42 @@ def check_one_of(value, name, choices):
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {tuple(choices)}, got {value!r}.")
     return value
+
+
+# What Keras' models take besides a family's own arguments.
+MODEL_KEYWORDS = ("name", "trainable", "dtype")
+
+
+def constructor_arguments(cls, base):
+    """The keyword arguments ``cls(...)`` accepts: the parameters of each ``__init__`` from ``cls`` up to
+    (not including) ``base`` that its ``**kwargs`` forward to, then ``MODEL_KEYWORDS``."""
+    import inspect
+
+    names = []
+    for klass in cls.__mro__:
+        if klass is base:
+            break
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        names += [p.name for p in parameters if p.name != "self" and p.name not in names
+                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return names + [name for name in MODEL_KEYWORDS if name not in names]
+
+
+def check_keywords(cls, kwargs, base, allowed=()):
+    """Raise a ``TypeError`` naming the keywords of ``kwargs`` that ``cls(...)`` does not take, and the valid ones.
+
+    Keras' functional models ignore unknown keywords, so a typo such as
+    ``Latte(hidden_dimm=64)`` would otherwise build the default silently.
+    """
+    valid = constructor_arguments(cls, base)
+    unknown = sorted(set(kwargs) - set(valid) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"{cls.__name__} got unexpected keyword argument(s) {', '.join(map(repr, unknown))}. "
+            f"Valid arguments: {', '.join(valid)}."
+        )
+    return kwargs

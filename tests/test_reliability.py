@@ -387,3 +387,9 @@ def test_truncated_or_mismatched_weight_files_are_named(tmp_path):
         (mixed / source.name).write_bytes(donor.read_bytes())
     with pytest.raises(ValueError, match="(?s)Cannot load the weights file .*model.weights.h5.*another model configuration"):
         VideoDiffusion.from_preset(str(mixed))
+
+
+def test_the_task_rejects_unknown_keyword_arguments():
+    backbone = _class_model().backbone
+    with pytest.raises(TypeError, match=r"VideoDiffusion got unexpected keyword argument\(s\) 'condition_dropuot'.*condition_dropout"):
+        VideoDiffusion(backbone, condition_dropuot=0.2)

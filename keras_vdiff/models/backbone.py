@@ -22,6 +22,7 @@ from keras_vdiff.atomic_files import staged_directory
 from keras_vdiff.presets import pipeline_format, registry
 # Moved to keras_vdiff.validation; kept importable here under their old names.
 from keras_vdiff.validation import check_int as checked_int  # noqa: F401
+from keras_vdiff.validation import check_keywords, constructor_arguments
 from keras_vdiff.validation import check_pair as as_pair  # noqa: F401
 
 
@@ -35,39 +36,17 @@ class VideoBackbone(keras_hub.models.Backbone):
     self_conditioning = False
     num_extra_input_channels = 0
 
-    # What a family's ``__init__`` may pass on to the functional model besides inputs and outputs.
-    _FUNCTIONAL_KWARGS = ("name", "trainable", "dtype")
-
     def __new__(cls, *args, **kwargs):
         # Checked before the family's __init__ runs: Keras' functional model ignores unknown keywords,
         # so `Latte(hidden_dimm=64)` would silently build the default width. Name the typo instead.
-        valid = cls.constructor_arguments()
-        unknown = sorted(set(kwargs) - set(valid) - {"inputs", "outputs"})
-        if unknown:
-            raise TypeError(
-                f"{cls.__name__} got unexpected keyword argument(s) {', '.join(map(repr, unknown))}. "
-                f"Valid arguments: {', '.join(valid)}."
-            )
+        check_keywords(cls, kwargs, VideoBackbone, allowed=("inputs", "outputs"))
         return super().__new__(cls, *args, **kwargs)
 
     @classmethod
     def constructor_arguments(cls):
         """The keyword arguments ``cls(...)`` accepts: its parameters (and those its ``**kwargs`` forward to
         its parent families') plus ``name``, ``trainable`` and ``dtype``."""
-        import inspect
-
-        names = []
-        for klass in cls.__mro__:
-            if klass is VideoBackbone or "__init__" not in vars(klass):
-                if klass is VideoBackbone:
-                    break
-                continue
-            parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
-            names += [p.name for p in parameters if p.name != "self" and p.name not in names
-                      and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-            if not any(p.kind == p.VAR_KEYWORD for p in parameters):
-                break
-        return names + [name for name in cls._FUNCTIONAL_KWARGS if name not in names]
+        return constructor_arguments(cls, VideoBackbone)
 
     def __call__(self, inputs, *args, **kwargs):
         if isinstance(inputs, dict):

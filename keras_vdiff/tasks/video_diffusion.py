@@ -36,6 +36,7 @@ from keras_vdiff.tasks import conditioning as contract
 from keras_vdiff.tasks.pipeline_presets import PipelinePresetMixin
 from keras_vdiff.tasks.sampling import run_sampler, sampling_latent_shape
 from keras_vdiff.tasks.text_to_video_preprocessor import as_preprocessor
+from keras_vdiff.validation import check_keywords
 
 logger = logging.getLogger("keras_vdiff")
 
@@ -159,7 +160,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
 
     def __init__(self, backbone, process=None, text_encoder=None, autoencoder=None, condition_dropout=0.1,
                  self_conditioning_prob=0.9, noise_shared_weight=0.0, seed=None, preprocessor=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**check_keywords(type(self), kwargs, keras.Model))
         self.backbone = backbone
         self.process = as_process(process, backbone)
         check_task_arguments(self, condition_dropout, self_conditioning_prob, noise_shared_weight)

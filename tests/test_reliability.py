@@ -192,6 +192,7 @@ def test_unknown_config_keys_are_named(tmp_path):
 # --- 3. non-finite training stops, the good checkpoint stays -------------------------------------------------
 
 
+@pytest.mark.slow  # two training runs (40 s on JAX); the unit tests below cover the stop and the refusal
 def test_a_diverging_run_stops_at_the_first_nan_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     checkpoint = str(tmp_path / "pipeline")
     model = _tiny_pipeline()

@@ -163,6 +163,26 @@ def foreign_files(directory):
     return files
 
 
+def check_replaceable(path):
+    """Raise ``FileExistsError`` unless ``path`` is absent, empty, or holds only files keras_vdiff wrote.
+
+    The error names the files that replacing ``path`` would lose; callers run
+    it before long work whose result :func:`staged_directory` will write there.
+    """
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise FileExistsError(f"Cannot write a directory at {path}: a file of that name exists.")
+    foreign = foreign_files(path)
+    if foreign:
+        listed = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+        raise FileExistsError(
+            f"Refusing to replace {path}: it holds {len(foreign)} file(s) keras_vdiff did not write "
+            f"({listed}), which would be lost. Choose a new or empty directory, or move those files away."
+        )
+
+
 def _exchange(a, b):
     """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system cannot."""
     try:
@@ -227,17 +247,9 @@ def staged_directory(path, overwrite=True):
     os.makedirs(parent, exist_ok=True)
     clean_stale_staging(parent)
     if os.path.lexists(path):
-        if not os.path.isdir(path) or os.path.islink(path):
-            raise FileExistsError(f"Cannot write a directory at {path}: a file of that name exists.")
         if not overwrite:
             raise FileExistsError(f"{path} already exists.")
-        foreign = foreign_files(path)
-        if foreign:
-            listed = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
-            raise FileExistsError(
-                f"Refusing to replace {path}: it holds {len(foreign)} file(s) keras_vdiff did not write "
-                f"({listed}), which would be lost. Choose a new or empty directory, or move those files away."
-            )
+        check_replaceable(path)
     staging = tempfile.mkdtemp(prefix=_staging_name(path), dir=parent)
     try:
         yield staging

@@ -236,15 +236,12 @@ def cmd_train(args):
             f"error: --output-dir {args.output_dir} already holds a run ({', '.join(existing)}); pass --resume to "
             "continue it, --overwrite to replace it, or choose another directory"
         )
-    try:
-        training.check_writable(args.output_dir, "--output-dir")
-    except OSError as error:
-        raise SystemExit(f"error: {error}")
+    _writable(args.output_dir, "--output-dir")
     checkpoint = os.path.join(args.output_dir, "pipeline")
-    foreign = atomic_files.foreign_files(checkpoint) if os.path.isdir(checkpoint) else []
-    if foreign:  # found now, not at the first checkpoint after an epoch of training
-        raise SystemExit(f"error: {checkpoint} holds files keras_vdiff did not write ({', '.join(foreign[:5])}); "
-                         "move them away or choose another --output-dir")
+    try:  # found now, not at the first checkpoint after an epoch of training
+        atomic_files.check_replaceable(checkpoint)
+    except FileExistsError as error:
+        raise SystemExit(f"error: --output-dir: {error}")
     keras.utils.set_random_seed(args.seed)
     model, state = _load_training_model(args, checkpoint)
     print(model.backbone.describe())

@@ -165,7 +165,7 @@ def test_train_refuses_a_directory_holding_a_run_before_generating_data(tmp_path
         cli.main(["train", "--steps", "1", "--output-dir", str(run), "--resume", "--overwrite"])
     (run / "pipeline").mkdir()
     (run / "pipeline" / "my_notes.txt").write_text("keep me")
-    with pytest.raises(SystemExit, match="did not write \\(my_notes.txt\\)"):
+    with pytest.raises(SystemExit, match="1 file\\(s\\) keras_vdiff did not write \\(my_notes.txt\\)"):
         cli.main(["train", "--steps", "1", "--output-dir", str(run), "--overwrite"])
     assert (run / "pipeline" / "my_notes.txt").read_text() == "keep me"
 

@@ -15,5 +15,6 @@ from keras_vdiff import presets
 from keras_vdiff import tasks
 from keras_vdiff.tasks import FrameConditionedDiffusion, TextToVideoPreprocessor, VideoDiffusion
 from keras_vdiff import training
+from keras_vdiff import convert
 
 __version__ = "0.1.0"

@@ -222,3 +222,39 @@ def linear(folder, prefix, dense, bias=True):
         assign(dense.bias, folder.take(prefix + ".bias"), prefix + ".bias")
     elif prefix + ".bias" in folder:
         raise ConversionError(f"{folder.path!r} has {prefix}.bias but the Keras layer {dense.path!r} has no bias.")
+
+
+def patch_embedding(folder, prefix, layer):
+    """Load a ``Conv2d`` patch embedding ``{prefix}.weight`` (D, C, p, p) / ``.bias`` into a ``PatchEmbedding``.
+
+    The convolution with stride ``p`` is a Dense over each ``(p_row, p_col, C)``
+    patch: its kernel is transposed to ``(p, p, C, D)`` and flattened in that order.
+    """
+    conv = folder.take(prefix + ".weight")
+    kernel = np.transpose(conv, (2, 3, 1, 0)).reshape(-1, conv.shape[0])
+    assign(layer.projection.kernel, kernel, prefix + ".weight")
+    assign(layer.projection.bias, folder.take(prefix + ".bias"), prefix + ".bias")
+
+
+def check_fixed_table(folder, name, expected, atol=1e-4):
+    """A saved fixed buffer (a sin-cos table) must equal what the library recomputes; marks it used."""
+    if name not in folder:
+        return
+    saved = folder.take(name).reshape(expected.shape)
+    error = float(np.abs(saved - expected).max())
+    if error > atol:
+        raise ConversionError(
+            f"Tensor {name!r} of {folder.path!r} is not the sin-cos table the config implies (max difference "
+            f"{error:.3g}); the converted model would embed positions differently."
+        )
+
+
+def learns_sigma(config, where, in_channels):
+    """Whether a denoiser's ``out_channels`` adds the learned-variance channels (``2 * in_channels``)."""
+    out_channels = int(config.get("out_channels") or in_channels)
+    if out_channels not in (in_channels, 2 * in_channels):
+        raise ConversionError(
+            f"{where} config field `out_channels`={out_channels} is not supported: it must be `in_channels` "
+            f"({in_channels}) or twice that (learned variance)."
+        )
+    return out_channels == 2 * in_channels

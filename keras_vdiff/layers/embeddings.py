@@ -46,7 +46,7 @@ def sincos_embedding_1d(positions, dim, max_period=10000.0):
 SINCOS_2D_ORDERS = ("rows_first", "columns_first")
 
 
-def sincos_embedding_2d(grid_height, grid_width, dim, max_period=10000.0, order="rows_first"):
+def sincos_embedding_2d(grid_height, grid_width, dim, max_period=10000.0, order="rows_first", interpolation_scale=1.0):
     """Sin-cos table over a ``grid_height x grid_width`` patch grid (DiT).
 
     Half of the width encodes the row, half the column. Rows are the slow axis
@@ -60,6 +60,9 @@ def sincos_embedding_2d(grid_height, grid_width, dim, max_period=10000.0, order=
             ``"rows_first"`` (this project's models) or ``"columns_first"``
             (the official DiT / MAE ``get_2d_sincos_pos_embed``, whose
             ``meshgrid(w, h)`` puts the column coordinate first).
+        interpolation_scale: positions are divided by it (PixArt / diffusers'
+            ``PatchEmbed``: a model trained on a grid ``s`` times finer than 32x32
+            patches sees the positions of the coarse grid).
 
     Returns:
         float32 numpy array ``(grid_height * grid_width, dim)``.
@@ -74,8 +77,12 @@ def sincos_embedding_2d(grid_height, grid_width, dim, max_period=10000.0, order=
         raise ValueError(f"`dim` must be divisible by 4 for a 2D sin-cos table, got {dim}.")
     if order not in SINCOS_2D_ORDERS:
         raise ValueError(f"`order` must be one of {SINCOS_2D_ORDERS}, got {order!r}.")
-    rows = sincos_embedding_1d(np.repeat(np.arange(grid_height), grid_width), dim // 2, max_period)
-    cols = sincos_embedding_1d(np.tile(np.arange(grid_width), grid_height), dim // 2, max_period)
+    if not interpolation_scale > 0:
+        raise ValueError(f"`interpolation_scale` must be positive, got {interpolation_scale!r}.")
+    rows = np.repeat(np.arange(grid_height), grid_width) / interpolation_scale
+    cols = np.tile(np.arange(grid_width), grid_height) / interpolation_scale
+    rows = sincos_embedding_1d(rows, dim // 2, max_period)
+    cols = sincos_embedding_1d(cols, dim // 2, max_period)
     halves = [rows, cols] if order == "rows_first" else [cols, rows]
     return np.concatenate(halves, axis=1)
 
@@ -153,15 +160,24 @@ def apply_rope(x, angles):
     return ops.cast(rotated, dtype)
 
 
-def timestep_sinusoids(timesteps, dim, max_period=10000.0):
+def timestep_sinusoids(timesteps, dim, max_period=10000.0, frequency_shift=0):
     """DiT's sinusoidal timestep features ``[cos | sin]`` in float32.
+
+    Frequency ``i`` of ``dim / 2`` is ``max_period ** (-i / (dim / 2 - frequency_shift))``:
+    shift 0 is DiT's and PixArt's table, shift 1 the one diffusers'
+    ``DiTTransformer2DModel`` uses (``Timesteps(downscale_freq_shift=1)``).
 
     Args:
         timesteps: ``(batch,)`` float or int tensor.
         dim: number of features (even).
+        max_period: the longest period.
+        frequency_shift: subtracted from ``dim / 2`` in the exponent's denominator.
     """
     half = dim // 2
-    freqs = np.exp(-math.log(max_period) * np.arange(half, dtype=np.float64) / half).astype("float32")
+    if not 0 <= frequency_shift < half:
+        raise ValueError(f"`frequency_shift` must lie in [0, {half}), got {frequency_shift!r}.")
+    exponents = np.arange(half, dtype=np.float64) / (half - frequency_shift)
+    freqs = np.exp(-math.log(max_period) * exponents).astype("float32")
     args = ops.cast(ops.reshape(timesteps, (-1, 1)), "float32") * ops.convert_to_tensor(freqs)[None, :]
     return ops.concatenate([ops.cos(args), ops.sin(args)], axis=-1)
 
@@ -180,6 +196,7 @@ class TimestepEmbedding(keras.layers.Layer):
         frequency_dim: number of sinusoid features (DiT: 256).
         max_period: longest sinusoid period.
         time_scale: multiplier applied to the timesteps before the sinusoids.
+        frequency_shift: see :func:`timestep_sinusoids` (diffusers' DiT: 1).
 
     Example:
         >>> emb = TimestepEmbedding(64)
@@ -187,7 +204,8 @@ class TimestepEmbedding(keras.layers.Layer):
         (2, 64)
     """
 
-    def __init__(self, hidden_dim, frequency_dim=256, max_period=10000.0, time_scale=1.0, **kwargs):
+    def __init__(self, hidden_dim, frequency_dim=256, max_period=10000.0, time_scale=1.0, frequency_shift=0,
+                 **kwargs):
         super().__init__(**kwargs)
         check_int(hidden_dim, "hidden_dim")
         if frequency_dim % 2:
@@ -196,6 +214,7 @@ class TimestepEmbedding(keras.layers.Layer):
         self.frequency_dim = frequency_dim
         self.max_period = max_period
         self.time_scale = time_scale
+        self.frequency_shift = frequency_shift
         self.dense_1 = keras.layers.Dense(hidden_dim, name="dense_1", dtype=self.dtype_policy)
         self.dense_2 = keras.layers.Dense(hidden_dim, name="dense_2", dtype=self.dtype_policy)
 
@@ -206,7 +225,7 @@ class TimestepEmbedding(keras.layers.Layer):
 
     def call(self, timesteps):
         t = ops.cast(timesteps, "float32") * self.time_scale
-        features = timestep_sinusoids(t, self.frequency_dim, self.max_period)
+        features = timestep_sinusoids(t, self.frequency_dim, self.max_period, self.frequency_shift)
         features = ops.cast(features, self.compute_dtype)
         return self.dense_2(ops.silu(self.dense_1(features)))
 
@@ -220,6 +239,7 @@ class TimestepEmbedding(keras.layers.Layer):
             frequency_dim=self.frequency_dim,
             max_period=self.max_period,
             time_scale=self.time_scale,
+            frequency_shift=self.frequency_shift,
         )
         return config
 

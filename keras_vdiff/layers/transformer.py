@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_vdiff.layers.attention import Attention
 from keras_vdiff.layers.gradient_boundary import gradient_boundary
-from keras_vdiff.layers.modulation import AdaLNModulation, expand_to, modulate
+from keras_vdiff.layers.modulation import block_modulation, expand_to, modulate
 from keras_vdiff.layers.normalization import layer_norm, normed
 from keras_vdiff.validation import check_divisible
 
@@ -47,19 +47,22 @@ def repeat_batch(x, times):
 
 
 def text_cross_attention(norm, attention, x, context, context_mask):
-    """``CrossAttn(LN(x), context, mask)`` for tokens ``(B, F, N, D)`` (or ``(B, N, D)``).
+    """``CrossAttn(LN(x), context, mask)`` for tokens ``(B, F, N, D)`` (or ``(B, N, D)``); ``norm=None``: no LN.
 
     All video tokens are queries of one cross-attention call; queries do not
     interact, so this equals per-frame cross-attention without repeating the text.
     """
     if context is None:
         raise ValueError("This block has text cross-attention: pass `context` (the text embeddings).")
-    h = normed(norm, x)
+    h = x if norm is None else normed(norm, x)
     if len(x.shape) == 3:
         return attention(h, context=context, mask=context_mask)
     f, n, d = x.shape[1], x.shape[2], x.shape[3]
     out = attention(ops.reshape(h, (-1, f * n, d)), context=context, mask=context_mask)
     return ops.reshape(out, (-1, f, n, out.shape[-1]))
+
+
+MLP_ACTIVATIONS = ("gelu_tanh", "gelu", "geglu")
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
@@ -71,19 +74,32 @@ class MLP(keras.layers.Layer):
         mlp_ratio: expansion ratio of the inner layer.
         output_dim: output width (defaults to the input width).
         zero_init_output: start the output projection at zero.
+        activation: ``"gelu_tanh"`` (DiT, PixArt; diffusers' ``"gelu-approximate"``),
+            ``"gelu"`` (exact) or ``"geglu"`` (Shazeer 2020: the first Dense
+            is twice as wide, ``value * gelu(gate)`` with the value half first;
+            diffusers' ``"geglu"``).
+        inner_dim: inner width; overrides ``mlp_ratio`` (PixArt's caption
+            projection maps ``text_dim -> D -> D``).
 
     Example:
         >>> MLP(64)(keras.ops.ones((2, 10, 64))).shape
         (2, 10, 64)
     """
 
-    def __init__(self, hidden_dim, mlp_ratio=4.0, output_dim=None, zero_init_output=False, **kwargs):
+    def __init__(self, hidden_dim, mlp_ratio=4.0, output_dim=None, zero_init_output=False, activation="gelu_tanh",
+                 inner_dim=None, **kwargs):
         super().__init__(**kwargs)
+        if activation not in MLP_ACTIVATIONS:
+            raise ValueError(f"`activation` must be one of {MLP_ACTIVATIONS}, got {activation!r}.")
         self.hidden_dim = hidden_dim
         self.mlp_ratio = mlp_ratio
         self.output_dim = output_dim
         self.zero_init_output = zero_init_output
-        self.fc1 = keras.layers.Dense(int(hidden_dim * mlp_ratio), name="fc1", dtype=self.dtype_policy)
+        self.activation = activation
+        self.inner_dim = inner_dim
+        self.inner_width = int(inner_dim) if inner_dim else int(hidden_dim * mlp_ratio)
+        gated = 2 if activation == "geglu" else 1
+        self.fc1 = keras.layers.Dense(gated * self.inner_width, name="fc1", dtype=self.dtype_policy)
         self.fc2 = keras.layers.Dense(
             output_dim or hidden_dim,
             kernel_initializer="zeros" if zero_init_output else "glorot_uniform",
@@ -93,11 +109,15 @@ class MLP(keras.layers.Layer):
 
     def build(self, input_shape):
         self.fc1.build(input_shape)
-        self.fc2.build((None, int(self.hidden_dim * self.mlp_ratio)))
+        self.fc2.build((None, self.inner_width))
         self.built = True
 
     def call(self, x):
-        return self.fc2(ops.gelu(self.fc1(x), approximate=True))
+        h = self.fc1(x)
+        if self.activation == "geglu":
+            value, gate = ops.split(h, 2, axis=-1)
+            return self.fc2(value * ops.gelu(gate, approximate=False))
+        return self.fc2(ops.gelu(h, approximate=self.activation == "gelu_tanh"))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.output_dim or self.hidden_dim,)
@@ -109,6 +129,8 @@ class MLP(keras.layers.Layer):
             mlp_ratio=self.mlp_ratio,
             output_dim=self.output_dim,
             zero_init_output=self.zero_init_output,
+            activation=self.activation,
+            inner_dim=self.inner_dim,
         )
         return config
 
@@ -128,15 +150,26 @@ class DiTBlock(keras.layers.Layer):
     projection too, so a freshly built block is the identity. Used directly
     by DiT, and as the spatial / temporal block of Latte (on folded tokens).
 
+    With ``modulation="single"`` (adaLN-single: PixArt-alpha, Latte-1) the
+    six vectors are the block's learned ``(6, D)`` table plus the network's one
+    shared projection of the condition, which the block receives as
+    ``condition (B, 6 D)`` (:class:`~keras_vdiff.layers.modulation.TableModulation`).
+    PixArt's cross-attention has no pre-norm (``cross_attention_norm=False``).
+
     Args:
         hidden_dim: token width.
         num_heads: attention heads (head width ``hidden_dim // num_heads``).
         mlp_ratio: MLP expansion.
         cross_attention: add a text cross-attention sub-layer.
         qk_norm: RMS-normalise queries and keys.
+        modulation: ``"zero"`` (adaLN-Zero, default) or ``"single"``.
+        cross_attention_norm: LayerNorm (affine) before the cross-attention.
+        norm_epsilon: epsilon of the attention's LayerNorm (and of the MLP's by default).
+        mlp_norm_epsilon: epsilon of the MLP's LayerNorm (diffusers' DiT: 1e-5).
+        mlp_activation: the MLP's activation (``MLP_ACTIVATIONS``).
 
     Call:
-        ``x (B, N, D)``, ``condition (B, D)``, ``context (B, M, Dc)``,
+        ``x (B, N, D)``, ``condition (B, D)`` (``(B, 6 D)`` for adaLN-single), ``context (B, M, Dc)``,
         ``context_mask (B, M)``, ``rope`` angles for self-attention.
 
     Example:
@@ -145,7 +178,9 @@ class DiTBlock(keras.layers.Layer):
         (2, 16, 64)
     """
 
-    def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, cross_attention=False, qk_norm=False, **kwargs):
+    def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, cross_attention=False, qk_norm=False,
+                 modulation="zero", cross_attention_norm=True, norm_epsilon=1e-6, mlp_norm_epsilon=None,
+                 mlp_activation="gelu_tanh", **kwargs):
         super().__init__(**kwargs)
         check_divisible(hidden_dim, "hidden_dim", num_heads, "num_heads")
         self.hidden_dim = hidden_dim
@@ -153,18 +188,23 @@ class DiTBlock(keras.layers.Layer):
         self.mlp_ratio = mlp_ratio
         self.cross_attention = cross_attention
         self.qk_norm = qk_norm
+        self.modulation_kind = modulation
+        self.cross_attention_norm = cross_attention_norm
+        self.norm_epsilon = norm_epsilon
+        self.mlp_norm_epsilon = mlp_norm_epsilon
+        self.mlp_activation = mlp_activation
         head_dim = hidden_dim // num_heads
-        self.norm1 = layer_norm("norm1")
+        self.norm1 = layer_norm("norm1", epsilon=norm_epsilon)
         self.attention = Attention(num_heads, head_dim, qk_norm=qk_norm, name="attention", dtype=self.dtype_policy)
         if cross_attention:
-            self.norm_cross = layer_norm("norm_cross", affine=True)
+            self.norm_cross = layer_norm("norm_cross", affine=True) if cross_attention_norm else None
             self.cross = Attention(
                 num_heads, head_dim, qk_norm=qk_norm, zero_init_output=True, name="cross_attention",
                 dtype=self.dtype_policy,
             )
-        self.norm2 = layer_norm("norm2")
-        self.mlp = MLP(hidden_dim, mlp_ratio, name="mlp", dtype=self.dtype_policy)
-        self.modulation = AdaLNModulation(hidden_dim, 6, name="modulation", dtype=self.dtype_policy)
+        self.norm2 = layer_norm("norm2", epsilon=norm_epsilon if mlp_norm_epsilon is None else mlp_norm_epsilon)
+        self.mlp = MLP(hidden_dim, mlp_ratio, activation=mlp_activation, name="mlp", dtype=self.dtype_policy)
+        self.modulation = block_modulation(hidden_dim, 6, modulation, self.dtype_policy)
 
     def build(self, x_shape, condition_shape=None, context_shape=None, context_mask_shape=None, rope_shape=None):
         self.norm1.build(x_shape)
@@ -172,11 +212,13 @@ class DiTBlock(keras.layers.Layer):
         if self.cross_attention:
             if context_shape is None:
                 context_shape = (None, None, self.hidden_dim)
-            self.norm_cross.build(x_shape)
+            if self.norm_cross is not None:
+                self.norm_cross.build(x_shape)
             self.cross.build(x_shape, context_shape)
         self.norm2.build(x_shape)
         self.mlp.build(x_shape)
-        self.modulation.build(condition_shape or (None, self.hidden_dim))
+        width = self.hidden_dim * (6 if self.modulation_kind == "single" else 1)
+        self.modulation.build(condition_shape or (None, width))
         self.built = True
 
     def __call__(self, *args, **kwargs):
@@ -219,5 +261,10 @@ class DiTBlock(keras.layers.Layer):
             mlp_ratio=self.mlp_ratio,
             cross_attention=self.cross_attention,
             qk_norm=self.qk_norm,
+            modulation=self.modulation_kind,
+            cross_attention_norm=self.cross_attention_norm,
+            norm_epsilon=self.norm_epsilon,
+            mlp_norm_epsilon=self.mlp_norm_epsilon,
+            mlp_activation=self.mlp_activation,
         )
         return config

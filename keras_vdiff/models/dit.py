@@ -48,6 +48,10 @@ class DiT(VideoBackbone):
             table: ``"rows_first"`` (default, this project's layout) or
             ``"columns_first"`` (the official DiT checkpoints' layout; set by
             ``dit_from_torch_state_dict``). Both encode the same positions.
+        timestep_frequency_shift: the timestep sinusoids' frequency shift
+            (0: the paper's; 1: diffusers' ``DiTTransformer2DModel``).
+        mlp_norm_epsilon: epsilon of the LayerNorm before each MLP (the paper's
+            1e-6; diffusers' ``DiTTransformer2DModel`` uses its ``norm_eps``, 1e-5).
         dtype: dtype policy, e.g. ``"mixed_bfloat16"``.
 
     Inputs: ``{"latents": (B, H, W, C), "timesteps": (B,), "class_labels": (B,) int}``.
@@ -79,6 +83,8 @@ class DiT(VideoBackbone):
         learn_sigma=True,
         class_dropout_prob=0.0,
         pos_embed_order="rows_first",
+        timestep_frequency_shift=0,
+        mlp_norm_epsilon=1e-6,
         dtype=None,
         **kwargs,
     ):
@@ -100,12 +106,15 @@ class DiT(VideoBackbone):
 
         # === Layers ===
         self.patch_embedding = PatchEmbedding(patch_size, hidden_dim, name="patch_embedding", dtype=dtype)
-        self.timestep_embedding = TimestepEmbedding(hidden_dim, name="timestep_embedding", dtype=dtype)
+        self.timestep_embedding = TimestepEmbedding(
+            hidden_dim, frequency_shift=timestep_frequency_shift, name="timestep_embedding", dtype=dtype
+        )
         self.label_embedding = LabelEmbedding(
             num_classes, hidden_dim, dropout_prob=class_dropout_prob, name="label_embedding", dtype=dtype
         )
         self.blocks = [
-            DiTBlock(hidden_dim, num_heads, mlp_ratio, name=f"block_{i}", dtype=dtype) for i in range(num_layers)
+            DiTBlock(hidden_dim, num_heads, mlp_ratio, mlp_norm_epsilon=mlp_norm_epsilon, name=f"block_{i}", dtype=dtype)
+            for i in range(num_layers)
         ]
         self.final_layer = FinalLayer(patch_size * patch_size * out_channels, name="final_layer", dtype=dtype)
         self.unpatchify = Unpatchify(patch_size, out_channels, grid_size=grid, name="unpatchify", dtype=dtype)
@@ -139,6 +148,8 @@ class DiT(VideoBackbone):
         self.learn_sigma = learn_sigma
         self.class_dropout_prob = class_dropout_prob
         self.pos_embed_order = pos_embed_order
+        self.timestep_frequency_shift = timestep_frequency_shift
+        self.mlp_norm_epsilon = mlp_norm_epsilon
         self.out_channels = out_channels
         self.latent_shape = (height, width, in_channels)
 
@@ -156,6 +167,8 @@ class DiT(VideoBackbone):
             learn_sigma=self.learn_sigma,
             class_dropout_prob=self.class_dropout_prob,
             pos_embed_order=self.pos_embed_order,
+            timestep_frequency_shift=self.timestep_frequency_shift,
+            mlp_norm_epsilon=self.mlp_norm_epsilon,
         )
         return config
 

@@ -14,6 +14,13 @@
                        (or RoPE on every temporal attention)
     FinalLayer(tokens, c) -> Unpatchify -> (B, F, H, W, C_out)
 
+``adaln="single"`` is the released Latte-1's form (PixArt-alpha's adaLN-single,
+diffusers' ``LatteTransformer3DModel``): one shared ``SiLU -> Dense(6D)`` of
+``c`` for the whole network, a learned ``(6, D)`` table per block and PixArt's
+final layer (``shift, scale = table + c``); with ``caption_projection`` the text
+tokens pass an ``MLP(text_dim -> D -> D)`` first, and the cross-attention
+(``text_placement="v2"``) has no pre-norm (``cross_attention_norm=False``).
+
 Text conditioning follows the thesis (seed 000, Section 3.3.1): the pooled
 prompt enters through adaLN (``c = t_emb + y_pool``) and the token embeddings
 through masked cross-attention, placed ``"v1"`` in a separate block between
@@ -26,8 +33,10 @@ from keras import ops
 
 from keras_vdiff.layers.embeddings import rope_frequencies, sincos_embedding_1d, sincos_embedding_2d
 from keras_vdiff.layers.conditioning import ConditionEmbedding, backbone_inputs, check_conditioning
-from keras_vdiff.layers.modulation import output_head
+from keras_vdiff.layers.modulation import MODULATIONS, AdaLNModulation, output_head
 from keras_vdiff.layers.patching import PatchEmbedding
+from keras_vdiff.layers.transformer import MLP_ACTIVATIONS, MLP
+from keras_vdiff.layers.embeddings import SINCOS_2D_ORDERS
 from keras_vdiff.layers.video_blocks import FactorizedBlock, SpatioTemporalBlock, SplitHeadBlock, TextCrossAttentionBlock
 from keras_vdiff.models.backbone import VideoBackbone
 from keras_vdiff.validation import check_int
@@ -108,6 +117,24 @@ class Latte(VideoBackbone):
         qk_norm: RMS-normalise queries and keys.
         learn_sigma: also output the improved-DDPM variance channels.
         class_dropout_prob: in-model label dropping (keep 0 with ``VideoDiffusion``).
+        adaln: ``"zero"`` (adaLN-Zero per block, default) or ``"single"``
+            (adaLN-single and PixArt's final layer; variants 1 and 2).
+        caption_projection: pass the text tokens through ``MLP(text_dim -> D -> D)``
+            (GELU-tanh) before the cross-attentions (PixArt, Latte-1).
+        cross_attention_norm: LayerNorm before the in-block cross-attentions
+            (``text_placement`` v2 / v3, variants 3 / 4); Latte-1 has none.
+        pooled_text: add the pooled prompt to ``c`` (the thesis); ``False``
+            conditions on the text through cross-attention only (Latte-1;
+            the ``pooled_text`` input is then accepted and unused).
+        pos_embed_order: channel layout of the spatial sin-cos table,
+            ``"rows_first"`` or ``"columns_first"`` (diffusers' layout).
+        interpolation_scale: spatial positions are divided by it (diffusers:
+            ``max(sample_size // 64, 1)``).
+        mlp_activation: ``"gelu_tanh"``, ``"gelu"`` or ``"geglu"``.
+        norm_epsilon: epsilon of the blocks' LayerNorms.
+        temporal_attention: ``False`` skips the temporal blocks (their weights
+            stay, so a video model can generate single images; diffusers'
+            ``enable_temporal_attentions=False``). Variants 1 and 2.
         dtype: dtype policy.
 
     Inputs: ``latents (B, F, H, W, C)``, ``timesteps (B,)`` and the condition
@@ -125,7 +152,9 @@ class Latte(VideoBackbone):
     CONFIG_KEYS = (
         "input_shape", "patch_size", "tubelet_size", "hidden_dim", "num_layers", "num_heads", "mlp_ratio",
         "variant", "conditioning", "num_classes", "text_dim", "text_placement", "temporal_position",
-        "spatial_heads", "qk_norm", "learn_sigma", "class_dropout_prob",
+        "spatial_heads", "qk_norm", "learn_sigma", "class_dropout_prob", "adaln", "caption_projection",
+        "cross_attention_norm", "pooled_text", "pos_embed_order", "interpolation_scale", "mlp_activation",
+        "norm_epsilon", "temporal_attention",
     )
 
     def __init__(
@@ -138,7 +167,9 @@ class Latte(VideoBackbone):
         temporal_position="sincos",
         spatial_heads=None,
         qk_norm=False, learn_sigma=True, class_dropout_prob=0.0,
-        dtype=None, **kwargs,
+        adaln="zero", caption_projection=False, cross_attention_norm=True, pooled_text=True,
+        pos_embed_order="rows_first", interpolation_scale=1.0, mlp_activation="gelu_tanh", norm_epsilon=1e-6,
+        temporal_attention=True, dtype=None, **kwargs,
     ):
         frames, height, width, in_channels = check_video_transformer(
             input_shape, patch_size, tubelet_size, hidden_dim, num_layers, num_heads
@@ -147,6 +178,23 @@ class Latte(VideoBackbone):
         check_choice("text_placement", text_placement, TEXT_PLACEMENTS)
         check_choice("temporal_position", temporal_position, TEMPORAL_POSITIONS)
         check_conditioning(conditioning, num_classes, text_dim)
+        check_choice("adaln", adaln, MODULATIONS)
+        check_choice("pos_embed_order", pos_embed_order, SINCOS_2D_ORDERS)
+        check_choice("mlp_activation", mlp_activation, MLP_ACTIVATIONS)
+        if not temporal_attention and variant not in (1, 2):
+            raise ValueError(f"`temporal_attention=False` applies to variants 1 and 2, got variant={variant}.")
+        if adaln == "single" and variant not in (1, 2):
+            raise ValueError(f"`adaln='single'` is built for variants 1 and 2, got variant={variant}.")
+        if (caption_projection or not pooled_text) and conditioning != "text":
+            raise ValueError(
+                "`caption_projection=True` and `pooled_text=False` apply to `conditioning='text'`, got "
+                f"conditioning={conditioning!r}."
+            )
+        if not cross_attention_norm and conditioning == "text" and variant in (1, 2) and text_placement == "v1":
+            raise ValueError(
+                "`cross_attention_norm=False` applies to cross-attention inside the blocks (text_placement "
+                "'v2' / 'v3'); the 'v1' text blocks keep their LayerNorm."
+            )
         if variant in (1, 2) and num_layers % 2:
             raise ValueError(
                 f"`num_layers`={num_layers} must be even for variant {variant} (spatial + temporal blocks)."
@@ -169,9 +217,19 @@ class Latte(VideoBackbone):
             patch_size, hidden_dim, tubelet_size=tubelet_size, name="patch_embedding", dtype=dtype
         )
         self.condition_embedding = ConditionEmbedding(
-            hidden_dim, conditioning, num_classes, class_dropout_prob, name="condition_embedding", dtype=dtype
+            hidden_dim, conditioning if pooled_text else None, num_classes, class_dropout_prob,
+            name="condition_embedding", dtype=dtype,
         )
-        common = dict(mlp_ratio=mlp_ratio, qk_norm=qk_norm, dtype=dtype)
+        if adaln == "single":
+            self.shared_modulation = AdaLNModulation(
+                6 * hidden_dim, 1, zero_init=False, name="shared_modulation", dtype=dtype
+            )
+        if caption_projection:
+            self.caption_projector = MLP(
+                text_dim, output_dim=hidden_dim, inner_dim=hidden_dim, name="caption_projection", dtype=dtype
+            )
+        common = dict(mlp_ratio=mlp_ratio, qk_norm=qk_norm, modulation=adaln, cross_attention_norm=cross_attention_norm,
+                      norm_epsilon=norm_epsilon, mlp_activation=mlp_activation, dtype=dtype)
         # `layout` lists (kind, block) in call order; kind tells how to call it.
         layout = []
         if variant in (1, 2):
@@ -204,20 +262,26 @@ class Latte(VideoBackbone):
                     name=f"block_{i}", **common,
                 )))
         self.blocks = [block for _, block in layout]
-        self.final_layer, self.unpatchify = output_head(patch_size, out_channels, grid, tubelet_size, dtype)
+        self.final_layer, self.unpatchify = output_head(patch_size, out_channels, grid, tubelet_size, dtype, adaln)
 
         # === Functional model ===
         inputs = backbone_inputs((frames, height, width, in_channels), conditioning, text_dim)
         latents = inputs["latents"]
         c = self.condition_embedding.embed(inputs)
+        block_condition = self.shared_modulation(c)[0] if adaln == "single" else c  # (B, 6D) | (B, D)
         context = inputs.get("text_embeddings")
+        if caption_projection:
+            context = self.caption_projector(context)
         context_mask = inputs.get("text_mask")
 
         x = self.patch_embedding(latents)  # (B, F', N, D)
-        x = x + ops.cast(sincos_embedding_2d(grid[0], grid[1], hidden_dim)[None, None], x.dtype)
+        spatial_table = sincos_embedding_2d(grid[0], grid[1], hidden_dim, order=pos_embed_order,
+                                            interpolation_scale=interpolation_scale)
+        x = x + ops.cast(spatial_table[None, None], x.dtype)
         temporal_table = sincos_embedding_1d(token_frames, hidden_dim)[None, :, None, :]
         rope = rope_frequencies(range(token_frames), head_dim) if temporal_position == "rope" else None
-        needs_temporal_table = temporal_position == "sincos"
+        # One frame has no temporal positions to tell apart (diffusers adds none either).
+        needs_temporal_table = temporal_position == "sincos" and token_frames > 1
         if needs_temporal_table and variant in (3, 4):
             # Their first block already attends over time: add the frame table up front.
             x = x + ops.cast(temporal_table, x.dtype)
@@ -226,11 +290,14 @@ class Latte(VideoBackbone):
             if kind == "text":
                 x = block(x, context, context_mask)
                 continue
+            if kind == "factorized_temporal" and not temporal_attention:
+                block.build(tuple(x.shape), tuple(block_condition.shape))  # weights kept, block not run
+                continue
             if kind == "factorized_temporal" and needs_temporal_table:
                 x = x + ops.cast(temporal_table, x.dtype)
                 needs_temporal_table = False
             if kind.startswith("factorized"):
-                x = block(x, c, context=context, context_mask=context_mask,
+                x = block(x, block_condition, context=context, context_mask=context_mask,
                           rope=rope if kind == "factorized_temporal" else None)
             else:
                 x = block(x, c, context=context, context_mask=context_mask, temporal_rope=rope)

@@ -188,6 +188,8 @@ def test_frame_vae_rejects_bad_inputs(vae):
 
 
 # --- training on MovingMNIST --------------------------------------------------------------------------------
+# Slow (100 s on TensorFlow): the held-out reconstruction test below trains the same model further and asserts more.
+@pytest.mark.slow
 def test_fit_on_moving_mnist_lowers_the_loss():
     videos = moving_mnist(16, frame_size=16, num_frames=4, seed=0, digits_source="sklearn")["videos"]
     model = FrameVAE(**TINY)

@@ -145,6 +145,8 @@ def test_ema_training_and_preset_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.generate(labels=[0, 1], steps=3, seed=5), before)
 
 
+# Slow (480 training steps, 54 s on JAX): fit, generate and guidance keep fast tests; this one checks they learn.
+@pytest.mark.slow
 def test_end_to_end_class_conditional_squares_are_recognisable():
     """Training, condition dropout, CFG and the sampler together: the sampled colour matches the label."""
     images, labels = coloured_squares(512, seed=1)

@@ -3,6 +3,7 @@
 - ``FrameVAE``: frame-wise convolutional KL-VAE (LDM KL-f4 / KL-f8 layout).
 - ``CausalVideoVAE``: causal 3D convolutional KL-VAE (CogVideoX): ``1 + k m`` frames <-> ``1 + m`` latents.
 - ``SD3VAEAdapter``: keras-hub's Stable Diffusion 3 VAE applied frame by frame.
+- ``AutoencoderKL``: the Stable Diffusion 1/2 VAE (diffusers' layout, ``kv.convert.from_diffusers``), frame by frame.
 
 All are ``KLAutoencoder`` models trainable with ``fit`` (reconstruction + beta KL).
 Importing this package registers the autoencoder presets.
@@ -13,6 +14,7 @@ from keras_vdiff.autoencoders.residual_block import VAEResidualBlock
 from keras_vdiff.autoencoders.frame_vae import FRAME_VAE_PRESETS, FrameVAE
 from keras_vdiff.autoencoders.causal_vae import CAUSAL_VIDEO_VAE_PRESETS, CausalVideoVAE
 from keras_vdiff.autoencoders.sd3_vae import SD3VAEAdapter, build_sd3_vae
+from keras_vdiff.autoencoders.autoencoder_kl import AutoencoderKL, VAEAttentionBlock
 from keras_vdiff.presets.registry import register_preset
 
 for _class_name, _presets in (("FrameVAE", FRAME_VAE_PRESETS), ("CausalVideoVAE", CAUSAL_VIDEO_VAE_PRESETS)):

@@ -239,6 +239,15 @@ def _videos_of(inputs):
     return inputs
 
 
+def check_frames(x, name, channels, factor):
+    """Raise unless ``x`` ends in ``(H, W, channels)`` with ``H`` and ``W`` divisible by ``factor`` (static axes)."""
+    for size in x.shape[-3:-1]:
+        if size is not None and size % factor:
+            raise ValueError(f"`{name}` height and width must be divisible by {factor}, got shape {tuple(x.shape)}.")
+    if x.shape[-1] is not None and x.shape[-1] != channels:
+        raise ValueError(f"`{name}` must have {channels} channels, got shape {tuple(x.shape)}.")
+
+
 def fold_frames(x):
     """``(B, F, H, W, C)`` -> ``(B*F, H, W, C)`` and a function that unfolds results; images pass through."""
     if len(x.shape) == 4:

@@ -32,7 +32,7 @@ import os
 import keras
 import keras_hub
 
-from keras_vdiff.autoencoders.kl_autoencoder import KLAutoencoder, fold_frames
+from keras_vdiff.autoencoders.kl_autoencoder import KLAutoencoder, check_frames, fold_frames
 
 try:  # keras-hub does not export the class in every release
     from keras_hub.src.models.vae.vae_backbone import VAEBackbone
@@ -113,23 +113,14 @@ class SD3VAEAdapter(KLAutoencoder):
             )
         self.built = True
 
-    def _check_frames(self, x, name, channels, factor):
-        for size in x.shape[-3:-1]:
-            if size is not None and size % factor:
-                raise ValueError(
-                    f"`{name}` height and width must be divisible by {factor}, got shape {tuple(x.shape)}."
-                )
-        if x.shape[-1] is not None and x.shape[-1] != channels:
-            raise ValueError(f"`{name}` must have {channels} channels, got shape {tuple(x.shape)}.")
-
     def posterior_moments(self, x, training=False):
-        self._check_frames(x, "videos", self.in_channels, self.downsampling_factor)
+        check_frames(x, "videos", self.in_channels, self.downsampling_factor)
         folded, unfold = fold_frames(x)
         moments = unfold(self.vae.encoder(folded, training=training))
         return moments[..., : self.latent_channels], moments[..., self.latent_channels :]
 
     def reconstruct(self, z, training=False):
-        self._check_frames(z, "latents", self.latent_channels, 1)
+        check_frames(z, "latents", self.latent_channels, 1)
         folded, unfold = fold_frames(z)
         return unfold(self.vae.decoder(folded, training=training))
 

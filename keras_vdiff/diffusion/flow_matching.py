@@ -105,21 +105,31 @@ class FlowMatching(DiffusionProcess):
         """(x0, eps) from a velocity at ``x = alpha x0 + sigma eps`` with ``alpha = 1 - t``, ``sigma = t``."""
         return x - sigma * prediction, x + alpha * prediction
 
-    def sampling_grid(self, num_steps, spacing=None):
+    def sampling_grid(self, num_steps, spacing=None, steps_offset=0, final_timestep=None, previous_timestep="next"):
         """Numpy tables of a ``num_steps`` reverse run (SD3 / diffusers ``FlowMatchEulerDiscreteScheduler``).
 
         Times run linearly from 1 to the smallest (shifted) training time
         ``shift(1 / num_train_timesteps)``, are shifted, and end with t = 0.
-        ``spacing`` is accepted for a uniform sampler interface and ignored.
+        ``spacing`` is accepted for a uniform sampler interface and ignored; the
+        options of the Gaussian grid (``steps_offset``, ``final_timestep``,
+        ``previous_timestep``) must keep their defaults.
         """
         if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
             raise ValueError(f"`steps` must be a positive integer, got {num_steps!r}.")
-        t_min = shift_flow_time(1.0 / self.num_train_timesteps, self.shift)
-        times = shift_flow_time(np.linspace(1.0, t_min, num_steps, dtype=np.float64), self.shift)
+        for name, value, default in (("steps_offset", steps_offset, 0), ("final_timestep", final_timestep, None),
+                                     ("previous_timestep", previous_timestep, "next")):
+            if value != default:
+                raise ValueError(f"`{name}`={value!r} applies to Gaussian diffusion only, not to flow matching.")
+        # Rounded where diffusers rounds (its smallest training time is float32, its timesteps are
+        # float32 times * T), so that the backbone sees the very same timesteps.
+        T = self.num_train_timesteps
+        first = np.float32(1.0) / np.float32(T)
+        t_min = float(np.float32(self.shift) * first / (np.float32(1.0) + np.float32(self.shift - 1.0) * first))
+        times = shift_flow_time(np.linspace(float(T), T * t_min, num_steps, dtype=np.float64) / T, self.shift)
         times = np.append(times, 0.0)
         return dict(
             timesteps=times[:-1],
-            model_timesteps=(times[:-1] * self.num_train_timesteps).astype(np.float32),
+            model_timesteps=times[:-1].astype(np.float32) * np.float32(T),
             alpha=1.0 - times,
             sigma=times,
         )

@@ -52,22 +52,57 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, num_bins=256):
     return ops.where(x < -0.999, log_cdf_plus, ops.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
-def spaced_timesteps(num_timesteps, num_steps, spacing):
-    """Descending timestep indices of a ``num_steps`` sampling run (diffusers' conventions).
+def spaced_timesteps(num_timesteps, num_steps, spacing, steps_offset=0):
+    """Descending timesteps of a ``num_steps`` sampling run (diffusers' ``set_timesteps`` conventions).
 
-    ``leading``: ``k * (T // n)`` for k = n-1..0 (ends at 0; diffusers DDPM/DDIM default);
-    ``trailing``: starts at T-1 with stride T/n; ``linspace``: ``linspace(0, T-1, n+1)``
-    rounded, highest n (starts at T-1, never 0; diffusers DPM-Solver default).
+    With T = ``num_timesteps`` and n = ``num_steps``:
+
+    - ``leading``: ``k * (T // n) + steps_offset`` for k = n-1..0 (diffusers DDPM / DDIM /
+      Euler default ``leading``);
+    - ``trailing``: ``round(T - k T / n) - 1`` for k = 0..n-1, starts at T - 1 (every
+      diffusers scheduler's ``trailing``);
+    - ``linspace``: ``round(linspace(0, T-1, n+1))``, the highest n (starts at T - 1,
+      never 0; DPM-Solver's ``linspace``);
+    - ``linspace_to_zero``: ``round(linspace(0, T-1, n))``, from T - 1 down to 0
+      (DDPM's and DDIM's ``linspace``);
+    - ``fractional_linspace``: ``linspace(0, T-1, n)`` unrounded, float (Euler's
+      ``linspace``: the noise level between two training steps is interpolated);
+    - ``leading_skip_zero``: ``k * (T // (n+1)) + steps_offset`` for k = n..1
+      (DPM-Solver's ``leading``).
+
+    ``steps_offset`` applies to the leading spacings only (as in diffusers).
+    Returns int64 indices, float64 for ``fractional_linspace``.
     """
     if not isinstance(num_steps, int) or isinstance(num_steps, bool) or not 1 <= num_steps <= num_timesteps:
         raise ValueError(f"`steps` must be an integer in [1, {num_timesteps}], got {num_steps!r}.")
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"`timestep_spacing` must be one of {TIMESTEP_SPACINGS}, got {spacing!r}.")
+    if not isinstance(steps_offset, (int, np.integer)) or isinstance(steps_offset, bool) or steps_offset < 0:
+        raise ValueError(f"`steps_offset` must be a non-negative integer, got {steps_offset!r}.")
+    if steps_offset and not spacing.startswith("leading"):
+        raise ValueError(
+            f"`steps_offset`={steps_offset} applies to the leading spacings only, not `timestep_spacing`={spacing!r}."
+        )
+    T, n = num_timesteps, num_steps
     if spacing == "leading":
-        return (np.arange(num_steps) * (num_timesteps // num_steps))[::-1].astype(np.int64)
-    if spacing == "trailing":
-        return (np.round(np.arange(num_timesteps, 0, -num_timesteps / num_steps)) - 1).astype(np.int64)
-    if spacing == "linspace":
-        return np.linspace(0, num_timesteps - 1, num_steps + 1).round()[::-1][:-1].astype(np.int64)
-    raise ValueError(f"`timestep_spacing` must be one of {TIMESTEP_SPACINGS}, got {spacing!r}.")
+        timesteps = (np.arange(n) * (T // n))[::-1] + steps_offset
+    elif spacing == "leading_skip_zero":
+        timesteps = (np.arange(n + 1) * (T // (n + 1)))[::-1][:-1] + steps_offset
+    elif spacing == "trailing":
+        timesteps = np.round(np.arange(T, 0, -T / n)) - 1
+    elif spacing == "linspace":
+        timesteps = np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
+    elif spacing == "linspace_to_zero":
+        timesteps = np.linspace(0, T - 1, n).round()[::-1]
+    else:  # float32 as diffusers computes it, so the backbone sees the very same timesteps
+        return np.linspace(0, T - 1, n, dtype=np.float32)[::-1].astype(np.float64)
+    timesteps = timesteps.astype(np.int64)
+    if timesteps.max() >= T:
+        raise ValueError(
+            f"`steps_offset`={steps_offset} with {n} steps gives timestep {int(timesteps.max())}, past the last "
+            f"training timestep {T - 1}."
+        )
+    return timesteps
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
@@ -190,7 +225,8 @@ class GaussianDiffusion(DiffusionProcess):
         snr = self._snr
         clipped = np.minimum(snr, self.min_snr_gamma)
         if self.prediction == "epsilon":
-            weights = clipped / snr
+            with np.errstate(invalid="ignore", divide="ignore"):  # -> 1 as SNR -> 0 (a zero terminal SNR)
+                weights = np.where(snr > 0, clipped / snr, 1.0)
         elif self.prediction == "v":
             weights = clipped / (snr + 1.0)
         else:
@@ -239,23 +275,68 @@ class GaussianDiffusion(DiffusionProcess):
             return prediction, (x - alpha * prediction) / sigma
         return alpha * x - sigma * prediction, sigma * x + alpha * prediction
 
-    def sampling_grid(self, num_steps, spacing="leading"):
+    def sampling_grid(self, num_steps, spacing="leading", steps_offset=0, final_timestep=None,
+                      previous_timestep="next"):
         """Numpy tables of a ``num_steps`` reverse run.
 
-        Returns a dict: ``timesteps`` (n,) indices into the schedule,
-        ``model_timesteps`` (n,) float32 what the backbone receives,
-        ``alpha_bar`` (n + 1,), ``alpha`` and ``sigma`` (n + 1,) with the final
-        clean point ``alpha_bar = 1`` appended.
+        Args:
+            num_steps: number of steps n.
+            spacing: a name of ``TIMESTEP_SPACINGS`` (``spaced_timesteps``).
+            steps_offset: added to the leading spacings' timesteps (diffusers' ``steps_offset``).
+            final_timestep: where the last step lands: None, the clean point ``abar = 1``;
+                an index k, the noise level of training step k (diffusers'
+                ``set_alpha_to_one=False`` and ``final_sigmas_type="sigma_min"`` land on k = 0).
+            previous_timestep: the point each step moves to: ``"next"``, the next timestep of
+                the grid (the final point after the last); ``"stride"``, timestep
+                ``t - T // n``, the final point when below 0 (diffusers' ``DDIMScheduler``,
+                whatever its spacing). Single-step samplers only.
+
+        Returns a dict: ``timesteps`` (n,) indices into the schedule (float for
+        ``fractional_linspace``, whose noise level is interpolated linearly in
+        ``sqrt((1 - abar) / abar)`` as diffusers' Euler does), ``model_timesteps`` (n,)
+        float32 what the backbone receives, ``alpha_bar``, ``alpha`` and ``sigma``
+        (n + 1,) with the final point appended; with ``previous_timestep="stride"`` also
+        ``alpha_next`` and ``sigma_next`` (n,), where each step lands.
         """
-        timesteps = spaced_timesteps(self.num_timesteps, num_steps, spacing)
-        alpha_bar = np.append(self.schedule.alphas_cumprod[timesteps], 1.0)
-        return dict(
+        schedule = self.schedule
+        timesteps = spaced_timesteps(self.num_timesteps, num_steps, spacing, steps_offset)
+        if final_timestep is None:
+            final = 1.0
+        elif isinstance(final_timestep, (int, np.integer)) and 0 <= final_timestep < self.num_timesteps:
+            final = float(schedule.alphas_cumprod[final_timestep])
+        else:
+            raise ValueError(
+                f"`final_timestep` must be None (the clean point) or an index in [0, {self.num_timesteps}), "
+                f"got {final_timestep!r}."
+            )
+        if spacing == "fractional_linspace":
+            if schedule._respaced:
+                raise ValueError("`timestep_spacing='fractional_linspace'` needs a schedule that is not respaced.")
+            with np.errstate(divide="ignore"):
+                ve_sigma = np.sqrt((1.0 - schedule.alphas_cumprod) / schedule.alphas_cumprod)
+            ve_sigma = np.interp(timesteps, np.arange(self.num_timesteps), ve_sigma)
+            current = 1.0 / (1.0 + ve_sigma**2)
+            model_timesteps = timesteps.astype(np.float32)
+        else:
+            current = schedule.alphas_cumprod[timesteps]
+            model_timesteps = schedule.timestep_map[timesteps].astype(np.float32)
+        alpha_bar = np.append(current, final)
+        grid = dict(
             timesteps=timesteps,
-            model_timesteps=self.schedule.timestep_map[timesteps].astype(np.float32),
+            model_timesteps=model_timesteps,
             alpha_bar=alpha_bar,
             alpha=np.sqrt(alpha_bar),
             sigma=np.sqrt(1.0 - alpha_bar),
         )
+        if previous_timestep == "stride":
+            if spacing == "fractional_linspace":
+                raise ValueError("`previous_timestep='stride'` needs integer timesteps, not 'fractional_linspace'.")
+            previous = timesteps - self.num_timesteps // num_steps
+            landing = np.where(previous >= 0, schedule.alphas_cumprod[np.maximum(previous, 0)], final)
+            grid.update(alpha_next=np.sqrt(landing), sigma_next=np.sqrt(1.0 - landing))
+        elif previous_timestep != "next":
+            raise ValueError(f"`previous_timestep` must be 'next' or 'stride', got {previous_timestep!r}.")
+        return grid
 
     def get_config(self):
         return dict(

@@ -12,7 +12,10 @@ step, so one sampler serves both processes.
 
 from keras import ops
 
-TIMESTEP_SPACINGS = ("leading", "linspace", "trailing")
+# The timestep grids of a sampling run (``gaussian.spaced_timesteps`` says which diffusers scheduler uses each).
+TIMESTEP_SPACINGS = (
+    "leading", "linspace", "trailing", "linspace_to_zero", "fractional_linspace", "leading_skip_zero"
+)
 
 
 def per_example_mean(x):

@@ -44,8 +44,13 @@ class Sampler:
         steps: number of reverse steps.
         thresholding: ``None``, ``"static"``, ``"dynamic"``, a dict of
             ``Thresholding`` arguments or a ``Thresholding``; applied to x0.
-        timestep_spacing: ``"leading"``, ``"linspace"`` or ``"trailing"``
-            (Gaussian processes; the sampler's default otherwise).
+        timestep_spacing: a name of ``keras_vdiff.diffusion.process.TIMESTEP_SPACINGS``
+            (``"leading"``, ``"linspace"``, ``"trailing"``, ...; Gaussian processes; the
+            sampler's default otherwise).
+        steps_offset: added to the timesteps of the leading spacings (diffusers' ``steps_offset``).
+        final_timestep: None (the last step lands on the clean point) or a training
+            timestep whose noise level the last step lands on (diffusers'
+            ``set_alpha_to_one=False`` / ``final_sigmas_type="sigma_min"``: 0).
 
     State: ``(x, model_carry, sampler_carry)``, each carry a tuple of tensors.
     Subclasses add ``step(model_fn, i, state, noise=None) -> state``.
@@ -55,25 +60,31 @@ class Sampler:
     stochastic = False
     default_spacing = "linspace"
 
-    def __init__(self, process, steps, thresholding=None, timestep_spacing=None):
+    def __init__(self, process, steps, thresholding=None, timestep_spacing=None, steps_offset=0,
+                 final_timestep=None):
         self.process = process
         self.steps = steps
         self.thresholding = Thresholding.from_argument(thresholding)
-        self.grid = process.sampling_grid(steps, timestep_spacing or self.default_spacing)
+        self.grid = process.sampling_grid(steps, timestep_spacing or self.default_spacing, steps_offset=steps_offset,
+                                          final_timestep=final_timestep, **self._grid_options())
         self.model_timesteps = self.grid["model_timesteps"]
         alpha, sigma = self.grid["alpha"], self.grid["sigma"]
         self.tables = dict(
             model_t=self.model_timesteps,
             alpha=alpha[:-1],
             sigma=sigma[:-1],
-            alpha_next=alpha[1:],
-            sigma_next=sigma[1:],
+            # where each step lands: the next grid point, unless the grid says otherwise (DDIM's stride)
+            alpha_next=self.grid.get("alpha_next", alpha[1:]),
+            sigma_next=self.grid.get("sigma_next", sigma[1:]),
         )
         self.tables.update(self._tables())
         self.tables = {k: np.asarray(v, dtype=np.float32) for k, v in self.tables.items()}
         # Backend tensors made here, outside any compiled loop: converting numpy inside
         # the step would be a graph break under torch.compile.
         self._table_tensors = {k: ops.convert_to_tensor(v) for k, v in self.tables.items()}
+
+    def _grid_options(self):
+        return {}
 
     def _tables(self):
         return {}
@@ -110,13 +121,17 @@ class DDPMSampler(Sampler):
         variance: ``"fixed_small"`` (posterior variance), ``"fixed_large"`` (beta)
             or ``"learned"`` (improved DDPM interpolation, needs ``learn_sigma``);
             default learned when the process learns sigma, else fixed_small.
+        final_noise: also add noise at the last step when its timestep is above 0, as
+            diffusers' ``DDPMScheduler`` does (``if t > 0``: the last step of trailing
+            spacing or of leading spacing with ``steps_offset``). Default: the last step
+            into the clean point adds none.
     """
 
     name = "ddpm"
     stochastic = True
     default_spacing = "leading"
 
-    def __init__(self, process, steps, variance=None, **kwargs):
+    def __init__(self, process, steps, variance=None, final_noise=False, **kwargs):
         if not isinstance(process, GaussianDiffusion):
             raise ValueError(f"Sampler 'ddpm' needs a GaussianDiffusion process, got {type(process).__name__}.")
         if variance is None:
@@ -126,6 +141,7 @@ class DDPMSampler(Sampler):
         if variance == "learned" and not process.learn_sigma:
             raise ValueError("`variance='learned'` needs a process with `learn_sigma=True`.")
         self.variance = variance
+        self.final_noise = bool(final_noise)
         super().__init__(process, steps, **kwargs)
 
     def _tables(self):
@@ -134,7 +150,7 @@ class DDPMSampler(Sampler):
         beta = 1.0 - current / following
         posterior_variance = np.maximum((1.0 - following) / (1.0 - current) * beta, 1e-20)
         noise_on = np.ones(self.steps)
-        noise_on[-1] = 0.0
+        noise_on[-1] = 1.0 if self.final_noise and self.grid["timesteps"][-1] > 0 else 0.0
         return dict(
             coef_x0=np.sqrt(following) * beta / (1.0 - current),
             coef_xt=np.sqrt(1.0 - beta) * (1.0 - following) / (1.0 - current),
@@ -173,12 +189,16 @@ class DDIMSampler(Sampler):
             unclipped eps breaks small models (on ``latte_tiny_moving_mnist``,
             DDIM 50 with static thresholding: 7% conditional accuracy against
             80-90% with the consistent update; benchmarks/RESULTS.md).
+        previous_timestep: ``"next"`` (each step lands on the next timestep of the grid)
+            or ``"stride"``: on timestep ``t - T // steps``, the final point below 0, as
+            diffusers' ``DDIMScheduler`` does with every spacing (with ``linspace_to_zero``
+            and ``trailing`` grids whose stride is not ``T // steps`` the two differ).
     """
 
     name = "ddim"
     default_spacing = "leading"
 
-    def __init__(self, process, steps, eta=0.0, use_clipped_model_output=True, **kwargs):
+    def __init__(self, process, steps, eta=0.0, use_clipped_model_output=True, previous_timestep="next", **kwargs):
         if eta < 0:
             raise ValueError(f"`eta` must be >= 0, got {eta!r}.")
         if eta > 0 and not isinstance(process, GaussianDiffusion):
@@ -186,11 +206,15 @@ class DDIMSampler(Sampler):
         self.eta = float(eta)
         self.use_clipped_model_output = bool(use_clipped_model_output)
         self.stochastic = self.eta > 0
+        self.previous_timestep = previous_timestep
         super().__init__(process, steps, **kwargs)
 
+    def _grid_options(self):
+        return dict(previous_timestep=self.previous_timestep)
+
     def _tables(self):
-        a, s = self.grid["alpha"][:-1], self.grid["sigma"][:-1]
-        a_next, s_next = self.grid["alpha"][1:], self.grid["sigma"][1:]
+        a, s = self.tables["alpha"], self.tables["sigma"]
+        a_next, s_next = self.tables["alpha_next"], self.tables["sigma_next"]
         if self.eta > 0:
             ab, ab_next = a**2, a_next**2
             std = self.eta * np.sqrt((1.0 - ab_next) / (1.0 - ab)) * np.sqrt(1.0 - ab / ab_next)
@@ -209,17 +233,9 @@ class DDIMSampler(Sampler):
         return (x, model_carry, sampler_carry)
 
 
-def _ode_tables(process, grid):
-    """Coefficients of one ODE step ``x' = x_coef x + d_coef d`` in the process' natural variables.
-
-    Gaussian: ``x / alpha`` against ``sigma / alpha`` with ``d = eps`` (probability
-    flow ODE, Karras et al. 2022). Flow: ``x`` against ``t`` with ``d = eps - x0``.
-    """
-    a, s = grid["alpha"][:-1], grid["sigma"][:-1]
-    a_next, s_next = grid["alpha"][1:], grid["sigma"][1:]
-    if isinstance(process, GaussianDiffusion):
-        return a_next / a, s_next - a_next * s / a
-    return np.ones_like(a), s_next - s
+def _flow_tables(grid):
+    """Coefficients of one Euler step ``x' = x_coef x + d_coef v`` of a flow in ``(x, t)``, ``v = eps - x0``."""
+    return np.ones_like(grid["alpha"][:-1]), grid["sigma"][1:] - grid["sigma"][:-1]
 
 
 def _log_snr_increments(grid):
@@ -232,20 +248,54 @@ def _log_snr_increments(grid):
         return lam[1:] - lam[:-1]
 
 
-def _ode_derivative(process, x0, eps):
-    if isinstance(process, GaussianDiffusion):
-        return eps
-    return eps - x0
+INITIAL_NOISE_SCALES = ("unit", "sigma")
+LOWER_ORDER_FINAL = ("always", "under_15_steps", "never")
 
 
 class EulerSampler(Sampler):
-    """First-order ODE solver (flow matching: diffusers' flow-match Euler; Gaussian: equals DDIM eta=0)."""
+    """First-order ODE solver, one model evaluation per step.
+
+    Flow matching: ``x' = x + (t' - t) v`` with the velocity ``v = eps - x0``
+    (diffusers' ``FlowMatchEulerDiscreteScheduler``). Gaussian diffusion: the
+    Euler step of the probability-flow ODE in ``(x / alpha, sigma / alpha)``
+    (diffusers' ``EulerDiscreteScheduler``), computed through the denoised
+    sample as ``x' = alpha' x0 + sigma' eps`` -- the same step exactly (it is
+    DDIM with eta = 0). The direct form ``x' = (alpha'/alpha) x + d eps`` has
+    coefficients of about +-3,150 at a first step from t = 999 (cosine schedule,
+    10-step trailing grid, ``alpha = 5e-5``), whose cancellation left float32
+    samples 2.7e-4 (v) / 2.3e-4 (x0) from float64, relative to their largest
+    value; through x0 every coefficient is at most 1 and the error is below 1e-6
+    (``tests/test_diffusion_samplers.py``).
+
+    Args (beyond ``Sampler``):
+        initial_noise_scale: ``"unit"`` (default): the run starts at ``x_T``, the
+            noise at the first grid point, as every sampler does; ``"sigma"``
+            (Gaussian processes): it starts at ``sigma_0 x_T``, as diffusers' Euler
+            pipelines with ``linspace`` or ``trailing`` spacing do (their latents are
+            ``noise * init_noise_sigma`` in the variance-exploding frame, with
+            ``init_noise_sigma = sigma_0 / alpha_0``; with ``leading`` spacing it is
+            ``sqrt(1 + (sigma_0 / alpha_0)^2)``, which is ``"unit"``).
+    """
 
     name = "euler"
 
+    def __init__(self, process, steps, initial_noise_scale="unit", **kwargs):
+        if initial_noise_scale not in INITIAL_NOISE_SCALES:
+            raise ValueError(f"`initial_noise_scale` must be one of {INITIAL_NOISE_SCALES}, got {initial_noise_scale!r}.")
+        self.initial_noise_scale = initial_noise_scale
+        super().__init__(process, steps, **kwargs)
+
     def _tables(self):
-        x_coef, d_coef = _ode_tables(self.process, self.grid)
+        if isinstance(self.process, GaussianDiffusion):
+            return {}
+        x_coef, d_coef = _flow_tables(self.grid)
         return dict(x_coef=x_coef, d_coef=d_coef)
+
+    def initial_state(self, x, model_carry=()):
+        x = ops.cast(x, "float32")
+        if self.initial_noise_scale == "sigma":
+            x = x * float(self.tables["sigma"][0])
+        return super().initial_state(x, model_carry)
 
     def step(self, model_fn, i, state, noise=None):
         x, model_carry, sampler_carry = state
@@ -253,7 +303,10 @@ class EulerSampler(Sampler):
         x0, eps, _, model_carry = self.evaluate(
             model_fn, x, c("model_t"), c("alpha"), c("sigma"), model_carry, recompute_epsilon=True
         )
-        x = c("x_coef") * x + c("d_coef") * _ode_derivative(self.process, x0, eps)
+        if isinstance(self.process, GaussianDiffusion):
+            x = c("alpha_next") * x0 + c("sigma_next") * eps
+        else:
+            x = c("x_coef") * x + c("d_coef") * (eps - x0)
         return (x, model_carry, sampler_carry)
 
 
@@ -288,7 +341,7 @@ class HeunSampler(Sampler):
         correct = (self.grid["sigma"][1:] > 0).astype(np.float64)
         tables = dict(next_model_t=next_model_t, correct=correct)
         if not isinstance(self.process, GaussianDiffusion):
-            x_coef, d_coef = _ode_tables(self.process, self.grid)
+            x_coef, d_coef = _flow_tables(self.grid)
             return dict(tables, x_coef=x_coef, d_coef=d_coef)
         a, s = self.grid["alpha"], self.grid["sigma"]
         h = _log_snr_increments(self.grid)
@@ -315,7 +368,7 @@ class HeunSampler(Sampler):
         if gaussian:
             x_euler = c("x_coef") * x + c("c0") * x0
         else:
-            d1 = _ode_derivative(self.process, x0, eps)
+            d1 = eps - x0
             x_euler = c("x_coef") * x + c("d_coef") * d1
         alpha2, sigma2 = self._corrector_point(i)
         x0_2, eps_2, _, model_carry = self.evaluate(
@@ -323,27 +376,46 @@ class HeunSampler(Sampler):
         )
         if gaussian:
             return (x_euler + c("c1") * (x0_2 - x0), model_carry, sampler_carry)
-        d2 = _ode_derivative(self.process, x0_2, eps_2)
+        d2 = eps_2 - x0_2
         x = c("x_coef") * x + c("d_coef") * (d1 + c("correct") * 0.5 * (d2 - d1))
         return (x, model_carry, sampler_carry)
 
 
 class DPMSolverPlusPlus2MSampler(Sampler):
-    """DPM-Solver++(2M), data prediction, midpoint form; first order at the first and last step."""
+    """DPM-Solver++(2M), data prediction, midpoint form; first order at the first step.
+
+    Args (beyond ``Sampler``):
+        lower_order_final: when the last step is first order: ``"always"`` (default),
+            ``"under_15_steps"`` (only in runs of fewer than 15 steps) or ``"never"``.
+            diffusers' ``DPMSolverMultistepScheduler`` is ``"always"`` with its default
+            ``final_sigmas_type="zero"`` or with ``euler_at_final``, otherwise
+            ``"under_15_steps"`` with ``lower_order_final=True`` and ``"never"`` without.
+            A last step into the clean point (``final_timestep=None``) is always first
+            order: the second-order term is undefined there.
+    """
 
     name = "dpmpp_2m"
+
+    def __init__(self, process, steps, lower_order_final="always", **kwargs):
+        if lower_order_final not in LOWER_ORDER_FINAL:
+            raise ValueError(f"`lower_order_final` must be one of {LOWER_ORDER_FINAL}, got {lower_order_final!r}.")
+        self.lower_order_final = lower_order_final
+        super().__init__(process, steps, **kwargs)
 
     def _tables(self):
         a, s = self.grid["alpha"], self.grid["sigma"]
         h = _log_snr_increments(self.grid)
         n = self.steps
+        second_order_last = self.lower_order_final == "never" or (
+            self.lower_order_final == "under_15_steps" and n >= 15
+        )
         x_coef, c0, c1 = np.zeros(n), np.zeros(n), np.zeros(n)
         with np.errstate(divide="ignore", invalid="ignore"):
             for i in range(n):
                 x_coef[i] = s[i + 1] / s[i]
                 phi = np.expm1(-h[i])  # exp(-h) - 1, -1 when h = inf
                 c0[i] = -a[i + 1] * phi
-                if 0 < i < n - 1:
+                if 0 < i < n - 1 or (0 < i and second_order_last and np.isfinite(h[i])):
                     inv_r = h[i] / h[i - 1] if np.isfinite(h[i - 1]) else 0.0
                     c1[i] = -0.5 * a[i + 1] * phi * inv_r
         return dict(x_coef=x_coef, c0=c0, c1=c1)
@@ -372,8 +444,12 @@ def get_sampler(name, process, steps, **options):
             (or a ``Sampler`` subclass).
         process: the diffusion process the backbone was trained with.
         steps: number of reverse steps.
-        **options: sampler arguments (``eta``, ``variance``, ``thresholding``,
-            ``timestep_spacing``).
+        **options: sampler arguments: every sampler's ``thresholding``,
+            ``timestep_spacing``, ``steps_offset``, ``final_timestep``; ``eta``,
+            ``use_clipped_model_output``, ``previous_timestep`` (ddim); ``variance``,
+            ``final_noise`` (ddpm); ``initial_noise_scale`` (euler);
+            ``lower_order_final`` (dpmpp_2m). ``keras_vdiff.convert.schedulers``
+            chooses them to match a diffusers scheduler.
 
     Example:
         >>> sampler = get_sampler("dpmpp_2m", GaussianDiffusion("cosine"), steps=20)

@@ -15,6 +15,11 @@ tensors). Kinds:
 ``respace`` keeps a subset of the timesteps and recomputes the betas so the
 marginals at kept steps are unchanged (improved DDPM Sec. 4); ``timestep_map``
 keeps the original index the backbone was trained with.
+
+``rescale_zero_terminal_snr`` rescales any of them to a zero terminal SNR
+(Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are
+Flawed", Algorithm 1): ``sqrt(abar)`` is shifted and scaled so its last value
+is 0 and its first unchanged; the last beta becomes 1.
 """
 
 import math
@@ -50,6 +55,21 @@ def _betas_for_kind(kind, num_timesteps, beta_start, beta_end, cosine_s, max_bet
     return np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta)
 
 
+def rescale_to_zero_terminal_snr(betas):
+    """Betas whose ``abar`` reaches exactly 0 at the last step (Lin et al. 2024, Algorithm 1), float64.
+
+    ``sqrt(abar)`` is shifted by its last value and scaled to keep its first:
+    ``r = (sqrt(abar) - sqrt(abar_T)) * sqrt(abar_1) / (sqrt(abar_1) - sqrt(abar_T))``;
+    the first beta is unchanged and the last is 1.
+    """
+    root = np.sqrt(np.cumprod(1.0 - np.asarray(betas, dtype=np.float64)))
+    first, last = root[0], root[-1]
+    root = (root - last) * first / (first - last)
+    alpha_bar = root**2
+    alphas = np.append(alpha_bar[0], alpha_bar[1:] / alpha_bar[:-1])
+    return 1.0 - alphas
+
+
 def evenly_spaced_timesteps(num_timesteps, num_steps):
     """``num_steps`` timesteps from 0 to ``num_timesteps - 1`` evenly spaced (improved-DDPM respacing)."""
     if not isinstance(num_steps, int) or not 1 <= num_steps <= num_timesteps:
@@ -70,8 +90,17 @@ class NoiseSchedule:
         beta_start, beta_end: override the kind's end points (linear, sigmoid, scaled_linear).
         cosine_s: offset s of the cosine schedule.
         max_beta: clip of the cosine betas.
-        betas: explicit betas (then ``kind`` is only a label); used by ``respace``.
+        betas: explicit betas (then ``kind`` is only a label); used by ``respace`` and for
+            diffusers' ``trained_betas``; kept in ``get_config``.
         timestep_map: original timestep index of each step (identity unless respaced).
+        rescale_zero_terminal_snr: rescale the kind's betas to a zero terminal SNR
+            (``rescale_to_zero_terminal_snr``; diffusers' ``rescale_betas_zero_snr``).
+            The last step is then pure noise (``abar = 0``): epsilon prediction is
+            undefined there, v and x0 prediction are not.
+        terminal_alpha_bar: replace the last ``abar`` by this value (and the last beta
+            accordingly); diffusers' Euler and DPM-Solver schedulers set 2**-24 after the
+            zero-SNR rescaling so that their first sigma stays finite. Both options
+            apply to the kind's betas and are ignored with explicit ``betas``.
 
     Attributes: ``betas``, ``alphas``, ``alphas_cumprod``, ``alphas_cumprod_prev``,
     ``posterior_variance``, ``posterior_log_variance_clipped``,
@@ -94,17 +123,32 @@ class NoiseSchedule:
         max_beta=0.999,
         betas=None,
         timestep_map=None,
+        rescale_zero_terminal_snr=False,
+        terminal_alpha_bar=None,
     ):
         if kind not in SCHEDULE_KINDS:
             raise ValueError(f"`kind` must be one of {SCHEDULE_KINDS}, got {kind!r}.")
+        self._explicit_betas = betas is not None
         if betas is None:
             if not isinstance(num_timesteps, int) or isinstance(num_timesteps, bool) or num_timesteps < 1:
                 raise ValueError(f"`num_timesteps` must be a positive integer, got {num_timesteps!r}.")
             betas = _betas_for_kind(kind, num_timesteps, beta_start, beta_end, cosine_s, max_beta)
+            if rescale_zero_terminal_snr:
+                betas = rescale_to_zero_terminal_snr(betas)
+            if terminal_alpha_bar is not None:
+                if not 0.0 <= terminal_alpha_bar < 1.0 or len(betas) < 2:
+                    raise ValueError(f"`terminal_alpha_bar` must lie in [0, 1) (T >= 2), got {terminal_alpha_bar!r}.")
+                previous = np.prod(1.0 - betas[:-1])
+                betas = np.append(betas[:-1], 1.0 - terminal_alpha_bar / previous)
         betas = np.asarray(betas, dtype=np.float64)
-        if betas.ndim != 1 or np.any(betas <= 0) or np.any(betas >= 1):
-            raise ValueError(f"`betas` must be a 1-D array with values in (0, 1), got shape {betas.shape}.")
+        # The last beta may be 1: a zero terminal SNR (abar_T = 0).
+        if betas.ndim != 1 or len(betas) == 0 or np.any(betas <= 0) or np.any(betas[:-1] >= 1) or betas[-1] > 1:
+            raise ValueError(
+                f"`betas` must be a 1-D array with values in (0, 1) (the last may be 1), got shape {betas.shape}."
+            )
         num_timesteps = len(betas)
+        self.rescale_zero_terminal_snr = bool(rescale_zero_terminal_snr)
+        self.terminal_alpha_bar = None if terminal_alpha_bar is None else float(terminal_alpha_bar)
         self.kind = kind
         self.num_timesteps = num_timesteps
         self.beta_start = beta_start
@@ -127,7 +171,8 @@ class NoiseSchedule:
         self.posterior_log_variance_clipped = np.log(np.append(first, self.posterior_variance[1:]))
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(self.alphas) / (1.0 - self.alphas_cumprod)
-        self.log_snr = np.log(self.alphas_cumprod) - np.log1p(-self.alphas_cumprod)
+        with np.errstate(divide="ignore"):  # -inf at a zero terminal SNR
+            self.log_snr = np.log(self.alphas_cumprod) - np.log1p(-self.alphas_cumprod)
         self._respaced = timestep_map is not None
 
     def log_snr_continuous(self, t):
@@ -188,6 +233,13 @@ class NoiseSchedule:
         )
         if self._respaced:
             config.update(betas=self.betas.tolist(), timestep_map=self.timestep_map.tolist())
+        elif self._explicit_betas:
+            config.update(betas=self.betas.tolist())
+        else:
+            if self.rescale_zero_terminal_snr:
+                config.update(rescale_zero_terminal_snr=True)
+            if self.terminal_alpha_bar is not None:
+                config.update(terminal_alpha_bar=self.terminal_alpha_bar)
         return config
 
     @classmethod

@@ -37,25 +37,40 @@ def _positive_float(text):
     return value
 
 
-def _add_sampling_options(parser, default_steps=50):
-    parser.add_argument("--sampler", choices=SAMPLERS, default="ddpm",
-                        help="sampler (default: ddpm; on the small MovingMNIST models ancestral DDPM with many "
-                             "steps scores far better than DDIM with few, see benchmarks/RESULTS.md)")
+def _add_sampling_options(parser, default_steps=50, pipeline_defaults=False):
+    """The sampling flags; with ``pipeline_defaults`` --sampler / --thresholding default to the pipeline's own."""
+    own = "the pipeline's own sampler when it has one (a converted diffusers pipeline: its scheduler's), else "
+    own_thresholding = "that of the pipeline's own sampler when that runs, else "
+    if not pipeline_defaults:
+        own = own_thresholding = ""
+    parser.add_argument("--sampler", choices=SAMPLERS, default=None if pipeline_defaults else "ddpm",
+                        help=f"sampler (default: {own}ddpm; on the small MovingMNIST models ancestral DDPM with "
+                             "many steps scores far better than DDIM with few, see benchmarks/RESULTS.md)")
     parser.add_argument("--steps", type=_positive_int, default=default_steps,
                         help=f"sampler steps (default: {default_steps})")
     parser.add_argument("--guidance", type=float, default=3.0,
                         help="classifier-free guidance scale; 1 disables guidance (default: 3)")
     parser.add_argument("--eta", type=float, default=None, help="DDIM eta (default: 0, deterministic)")
-    parser.add_argument("--thresholding", choices=("none", "static", "dynamic"), default="static",
-                        help="x0 thresholding during sampling (default: static, clip to [-1, 1])")
+    parser.add_argument("--thresholding", choices=("none", "static", "dynamic"),
+                        default=None if pipeline_defaults else "static",
+                        help=f"x0 thresholding during sampling (default: {own_thresholding}static, clip to [-1, 1])")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
 
 
-def _sampling_kwargs(args):
-    kwargs = dict(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                  thresholding=None if args.thresholding == "none" else args.thresholding)
+def _sampling_kwargs(args, model=None):
+    """``generate`` arguments; a --sampler / --thresholding left unset (None) defers to ``model``'s default sampler."""
+    own = getattr(model, "sampler", None)
+    sampler = args.sampler if args.sampler is not None or own is not None else "ddpm"
+    thresholding = args.thresholding
+    if thresholding is None and (own is None or sampler not in (None, own)):
+        thresholding = "static"
+    kwargs = dict(steps=args.steps, guidance_scale=args.guidance, seed=args.seed)
+    if sampler is not None:  # None: generate runs the pipeline's own sampler with its options
+        kwargs["sampler"] = sampler
+    if thresholding is not None:  # "none" turns off even the pipeline's own thresholding
+        kwargs["thresholding"] = ("none" if model is not None else None) if thresholding == "none" else thresholding
     if args.eta is not None:
-        if args.sampler != "ddim":
+        if (sampler or own) != "ddim":
             raise SystemExit("error: --eta applies to --sampler ddim only")
         kwargs["eta"] = args.eta
     return kwargs
@@ -120,7 +135,7 @@ def build_parser():
     group = sample.add_mutually_exclusive_group(required=True)
     group.add_argument("--prompt", action="append", help="a prompt; repeat for several videos")
     group.add_argument("--label", action="append", type=int, help="a class label; repeat for several")
-    _add_sampling_options(sample)
+    _add_sampling_options(sample, pipeline_defaults=True)
     sample.add_argument("--format", default="gif", help="comma-separated file formats: gif, mp4 (default: gif)")
     sample.add_argument("--fps", type=_positive_float, default=4, help="frames per second of the files")
     sample.add_argument("--scale", type=_positive_int, default=4, help="nearest-neighbour upscaling of the files")
@@ -310,7 +325,7 @@ def cmd_sample(args):
         raise SystemExit(f"error: --format must list gif and/or mp4, got {args.format!r}")
     _writable(args.output_dir, "--output-dir")
     model = _load_pipeline(args.preset)
-    kwargs = _sampling_kwargs(args)
+    kwargs = _sampling_kwargs(args, model)
     start = time.perf_counter()
     if args.prompt:
         videos = _generate(model, prompts=args.prompt, progress=True, **kwargs)

@@ -169,6 +169,40 @@ def test_generate_is_prepare_then_sample_then_decode():
     np.testing.assert_array_equal(videos, model.generate(labels=[0, 1], guidance_scale=2.0, seed=4, steps=3))
 
 
+def test_initial_noise_replaces_the_drawn_noise_and_is_checked():
+    model = make_model()
+    shape = (2,) + tuple(model.backbone.latent_shape)
+    start = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    kwargs = dict(labels=[0, 1], steps=3, sampler="ddim", return_latents=True)
+    first = model.generate(initial_noise=start, seed=1, **kwargs)
+    np.testing.assert_array_equal(model.generate(initial_noise=keras.ops.convert_to_tensor(start), seed=8, **kwargs),
+                                  first)  # deterministic DDIM: the seed no longer matters
+    assert not np.allclose(model.generate(seed=1, **kwargs), first)
+    with pytest.raises(ValueError, match=r"`initial_noise` has shape \(1, 8, 8, 3\).*\(2, 8, 8, 3\)"):
+        model.generate(initial_noise=start[:1], **kwargs)
+
+
+def test_the_default_sampler_is_used_and_survives_presets(tmp_path):
+    options = dict(variance="fixed_large", thresholding=dict(kind="static", clip_range=1.0))
+    model = make_model(sampler="ddpm", sampler_options=options)
+    kwargs = dict(labels=[0, 1], steps=3, seed=2, return_latents=True)
+    default = model.generate(**kwargs)
+    np.testing.assert_array_equal(default, model.generate(sampler="ddpm", variance="fixed_large",
+                                                          thresholding="static", **kwargs))
+    assert not np.allclose(default, model.generate(thresholding="none", **kwargs))  # off, though the default clips
+    model.save_to_preset(str(tmp_path / "preset"))
+    loaded = VideoDiffusion.from_preset(str(tmp_path / "preset"))
+    assert loaded.sampler == "ddpm" and loaded.sampler_options == options
+    np.testing.assert_array_equal(loaded.generate(**kwargs), default)
+    plain = make_model()  # no default: "ddim", as before
+    assert plain.sampler is None and plain.get_config()["sampler"] is None
+    np.testing.assert_array_equal(plain.generate(**kwargs), plain.generate(sampler="ddim", **kwargs))
+    with pytest.raises(ValueError, match="do not fit sampler 'ddim'"):
+        make_model(sampler="ddim", sampler_options=dict(variance="fixed_large"))
+    with pytest.raises(ValueError, match="without a `sampler`"):
+        make_model(sampler_options=dict(eta=0.5))
+
+
 def test_task_code_stays_small():
     """Issue #18's budget: VideoDiffusion under 300 lines, no function of keras_vdiff/tasks over 80 lines."""
     tasks = pathlib.Path(kv.__file__).parent / "tasks"

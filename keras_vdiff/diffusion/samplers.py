@@ -281,7 +281,9 @@ class EulerSampler(Sampler):
 
     def __init__(self, process, steps, initial_noise_scale="unit", **kwargs):
         if initial_noise_scale not in INITIAL_NOISE_SCALES:
-            raise ValueError(f"`initial_noise_scale` must be one of {INITIAL_NOISE_SCALES}, got {initial_noise_scale!r}.")
+            raise ValueError(
+                f"`initial_noise_scale` must be one of {INITIAL_NOISE_SCALES}, got {initial_noise_scale!r}."
+            )
         self.initial_noise_scale = initial_noise_scale
         super().__init__(process, steps, **kwargs)
 

@@ -235,7 +235,8 @@ class FrameConditionedDiffusion(VideoDiffusion):
                 (default: the model's training setting); the returned known
                 frames are then exactly the given ones.
             return_latents: return float32 latents instead of uint8 videos.
-            **kwargs: ``steps``, ``sampler``, ``guidance_scale``, ``seed``, ... of ``VideoDiffusion.generate``.
+            **kwargs: ``steps``, ``sampler`` (default: the model's), ``guidance_scale``, ``seed``,
+                ``initial_noise``, ... of ``VideoDiffusion.generate``.
 
         Returns: numpy uint8 ``(B, F, H, W, C)``. Without substitution the known
         frames are the model's own output (a measure of how well it follows them).

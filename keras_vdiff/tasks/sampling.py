@@ -14,7 +14,13 @@ the sampler state enters through ``args`` explicitly:
 
 The task's ``denoiser_inputs(latents, timesteps, args)`` builds the backbone's
 input dict from these; subclasses override it, not the step.
+
+Which sampler runs: ``resolve_sampler`` (the call's, else the task's default
+sampler with its options, else ``"ddim"``); where it starts: drawn noise, or the
+caller's ``initial_noise`` (``checked_initial_noise``).
 """
+
+import json
 
 import numpy as np
 from keras import ops
@@ -22,7 +28,69 @@ from keras import ops
 from keras_vdiff.diffusion.compile import SamplingLoop, backend_seed
 from keras_vdiff.diffusion.guidance import combine_guidance, guidance_scales
 from keras_vdiff.diffusion.noise import mixed_video_noise
-from keras_vdiff.diffusion.samplers import get_sampler
+from keras_vdiff.diffusion.samplers import SAMPLERS, get_sampler
+
+# What ``generate(sampler=None)`` runs for a task without a default sampler.
+DEFAULT_SAMPLER = "ddim"
+
+
+def checked_default_sampler(sampler, sampler_options, process):
+    """A task's default sampler as ``(name or None, its options)``, checked by building it once.
+
+    The options must be JSON values (they are saved in presets); returned as a fresh dict.
+    """
+    if sampler is None:
+        if sampler_options:
+            raise ValueError(f"`sampler_options`={sampler_options!r} were given without a `sampler`.")
+        return None, {}
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ValueError(f"`sampler` must be None or one of {sorted(SAMPLERS)}, got {sampler!r}.")
+    if sampler_options is not None and not isinstance(sampler_options, dict):
+        raise ValueError(f"`sampler_options` must be a dict or None, got {type(sampler_options).__name__}.")
+    try:
+        text = json.dumps(dict(sampler_options or {}), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"`sampler_options` must hold JSON values (numbers, strings, lists, dicts), got {sampler_options!r}: "
+            f"{error}."
+        ) from None
+    options = json.loads(text)
+    try:
+        get_sampler(sampler, process, 2, **options)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"`sampler_options`={sampler_options!r} do not fit sampler {sampler!r}: {error}") from None
+    return sampler, options
+
+
+def resolve_sampler(task, sampler, thresholding, sampler_options):
+    """``(name, thresholding, options)`` of a ``generate`` call.
+
+    ``sampler=None`` runs the task's default sampler (``VideoDiffusion(sampler=...)``),
+    else ``DEFAULT_SAMPLER``. The task's ``sampler_options`` apply whenever its default
+    sampler runs, named or not; the call's options override them, and its
+    ``thresholding`` overrides theirs unless None (``"none"`` turns it off).
+    """
+    default = getattr(task, "sampler", None)
+    name = sampler if sampler is not None else (default or DEFAULT_SAMPLER)
+    options = json.loads(json.dumps(task.sampler_options)) if default is not None and name == default else {}
+    options.update(sampler_options)
+    threshold = options.pop("thresholding", None)
+    if thresholding is not None:
+        threshold = None if thresholding == "none" else thresholding
+    return name, threshold, options
+
+
+def checked_initial_noise(initial_noise, shape):
+    """``initial_noise`` (numpy or a tensor) as a float32 tensor, checked to have the sampled ``shape``."""
+    value = ops.convert_to_tensor(initial_noise, dtype="float32")
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(
+            f"`initial_noise` has shape {tuple(value.shape)}, but this request samples latents of shape "
+            f"{tuple(shape)} (the batch, then the latent shape of one video)."
+        )
+    if not np.all(np.isfinite(ops.convert_to_numpy(value))):
+        raise ValueError("`initial_noise` holds non-finite values.")
+    return value
 
 
 def sampling_step_fn(task, sampler, use_guidance, batch):
@@ -100,14 +168,23 @@ def sampling_latent_shape(backbone, autoencoder, num_frames):
 
 
 def run_sampler(task, cache, plan, steps, sampler, thresholding, guidance_schedule, noise_shared_weight, progress,
-                sampler_options):
-    """Sample latents for a ``prepare_generation`` plan; returns them (float32) and the loop's mode."""
+                sampler_options, initial_noise=None):
+    """Sample latents for a ``prepare_generation`` plan; returns them (float32) and the loop's mode.
+
+    ``sampler=None`` runs the task's default (``resolve_sampler``). The run starts from
+    ``initial_noise`` when given (``checked_initial_noise``), else from noise drawn with the
+    plan's seed; the sampler scales it as its diffusers scheduler does.
+    """
+    sampler, thresholding, sampler_options = resolve_sampler(task, sampler, thresholding, sampler_options)
     sampler_instance = get_sampler(sampler, task.process, steps, thresholding=thresholding, **sampler_options)
     loop = cached_sampling_loop(cache, task, sampler_instance, plan, sampler, steps, thresholding, sampler_options,
                                 progress)
     shape, seed = plan["shape"], plan["seed"]
     shared = task.noise_shared_weight if noise_shared_weight is None else noise_shared_weight
-    x_T = mixed_video_noise(shape, shared_weight=shared, seed=seed)
+    if initial_noise is None:
+        x_T = mixed_video_noise(shape, shared_weight=shared, seed=seed)
+    else:
+        x_T = checked_initial_noise(initial_noise, shape)
     model_carry = ()
     if task.backbone.self_conditioning:
         rows = 2 * plan["batch"] if plan["use_guidance"] else plan["batch"]

@@ -34,7 +34,7 @@ from keras_vdiff.diffusion.gaussian import GaussianDiffusion
 from keras_vdiff.diffusion.noise import mixed_video_noise
 from keras_vdiff.tasks import conditioning as contract
 from keras_vdiff.tasks.pipeline_presets import PipelinePresetMixin
-from keras_vdiff.tasks.sampling import run_sampler, sampling_latent_shape
+from keras_vdiff.tasks.sampling import checked_default_sampler, run_sampler, sampling_latent_shape
 from keras_vdiff.tasks.text_to_video_preprocessor import as_preprocessor
 from keras_vdiff.validation import check_keywords
 
@@ -125,10 +125,9 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             diffusion, epsilon prediction, learned sigma iff the backbone has it).
         text_encoder: callable ``encoder(prompts or token ids) -> (embeddings, mask, pooled)``;
             needed for ``captions`` in batches and ``prompts`` in ``generate``.
-        autoencoder: object with ``encode(videos) -> latents`` and
-            ``decode(latents) -> videos`` (videos in [-1, 1]); training and
-            sampling then happen in its latent space. It is frozen
-            (``trainable = False``): train it first, e.g. with its own ``fit``.
+        autoencoder: object with ``encode(videos) -> latents`` and ``decode(latents) -> videos`` (videos in
+            [-1, 1]); training and sampling then happen in its latent space. It is frozen (``trainable = False``):
+            train it first, e.g. with its own ``fit``.
         condition_dropout: probability of replacing the condition by the null
             condition during training (classifier-free guidance, Ho & Salimans 2022).
         self_conditioning_prob: for self-conditioning backbones, probability that
@@ -140,6 +139,8 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         preprocessor: a ``TextToVideoPreprocessor`` turning prompts into the text
             encoder's token ids (a converted pipeline's own tokenizer); default:
             the text encoder tokenizes strings itself.
+        sampler, sampler_options: what ``generate(sampler=None)`` runs (``sampling.resolve_sampler``; JSON
+            options, saved in presets); a converted pipeline's are its scheduler's (``kv.convert.schedulers``).
 
     Batches (``fit``): dicts with ``videos`` (uint8 in [0, 255] or float in [-1, 1];
     ``(B, F, H, W, C)``, or ``(B, H, W, C)`` for image backbones, whose frames are
@@ -159,7 +160,8 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
     fills_extra_input_channels = False
 
     def __init__(self, backbone, process=None, text_encoder=None, autoencoder=None, condition_dropout=0.1,
-                 self_conditioning_prob=0.9, noise_shared_weight=0.0, seed=None, preprocessor=None, **kwargs):
+                 self_conditioning_prob=0.9, noise_shared_weight=0.0, seed=None, preprocessor=None, sampler=None,
+                 sampler_options=None, **kwargs):
         super().__init__(**check_keywords(type(self), kwargs, keras.Model))
         self.backbone = backbone
         self.process = as_process(process, backbone)
@@ -175,6 +177,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         self.noise_shared_weight = float(noise_shared_weight)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.sampler, self.sampler_options = checked_default_sampler(sampler, sampler_options, self.process)
         self._sampling_loops = {}
         self.sampling_mode = None
         self.built = True
@@ -300,39 +303,37 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         return output
 
     # --- sampling -----------------------------------------------------------------------------
-    def generate(self, labels=None, prompts=None, num_frames=None, steps=50, sampler="ddim", guidance_scale=4.0,
+    def generate(self, labels=None, prompts=None, num_frames=None, steps=50, sampler=None, guidance_scale=4.0,
                  seed=0, thresholding=None, guidance_schedule="constant", batch_size=1, text_embeddings=None,
+                 initial_noise=None,
                  noise_shared_weight=None, compile="auto", progress=False, return_latents=False, **sampler_options):
         """Sample videos.
 
         Args:
             labels: class labels (class-conditional backbones), one video per label.
             prompts: strings for the text encoder (text-conditional backbones).
-            num_frames: video frames to generate; must match the backbone's frame count
-                unless its input accepts any (image backbones give 1 frame); with a
-                temporally compressing autoencoder, ``1 + k * m`` video frames.
+            num_frames: video frames to generate; must match the backbone's frame count unless its input accepts
+                any (image backbones give 1 frame); with a temporally compressing autoencoder, ``1 + k * m``.
             steps: number of sampler steps.
-            sampler: ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"`` or ``"dpmpp_2m"``.
-            guidance_scale: classifier-free guidance scale; 1 (or an unconditional
-                backbone) runs without the null half.
+            sampler: ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"``, ``"dpmpp_2m"``; ``None``: the model's, else ddim.
+            guidance_scale: classifier-free guidance scale; 1 (or an unconditional backbone) runs without the null half.
             seed: integer seed of the initial and per-step noise, in ``[0, 2**31 - 2]``; ``None``
                 draws a fresh one. The same seed gives the same samples on one backend, compiled or
                 eager; the backends' random streams differ, so not across backends.
-            thresholding: ``None``, ``"static"``, ``"dynamic"`` or a dict (x0 thresholding).
-            guidance_schedule: ``"constant"`` or ``"oscillating"`` (Imagen Video,
-                alternating ``guidance_scale`` and 1).
+            thresholding: ``None`` (the model's sampler options'), ``"none"``, ``"static"``, ``"dynamic"`` or a dict.
+            guidance_schedule: ``"constant"`` or ``"oscillating"`` (Imagen Video, alternating ``guidance_scale`` and 1).
             batch_size: number of videos of an unconditional backbone.
             text_embeddings: dict of precomputed ``text_embeddings``, ``text_mask``, ``pooled_text``.
             noise_shared_weight: mixed-noise lambda of the initial noise (default: the model's).
-            compile: ``True`` runs the compiled loop, ``False`` the eager reference
-                loop; ``"auto"`` (default) compiles on JAX and TensorFlow and runs
-                eagerly on PyTorch, where ``torch.compile`` of the step costs one to
-                a few minutes on a CPU before the first step, and the compiled step,
-                broken into many graphs inside Keras, was no faster than eager in
-                ``benchmarks/`` (not measured on a GPU).
+            initial_noise: starting latents ``(B, F, h, w, c)`` instead of drawn noise (numpy or a tensor);
+                a diffusers pipeline given them as ``latents`` samples the same (``init_noise_sigma`` included).
+            compile: ``True`` runs the compiled loop, ``False`` the eager reference loop; ``"auto"`` (default)
+                compiles on JAX and TensorFlow and runs eagerly on PyTorch, where ``torch.compile`` of the step
+                costs one to a few minutes on a CPU before the first step, and the compiled step, broken into many
+                graphs inside Keras, was no faster than eager in ``benchmarks/`` (not measured on a GPU).
             progress: show a progress bar where the loop runs step by step.
             return_latents: return the float32 latents instead of uint8 videos.
-            **sampler_options: ``eta`` (ddim), ``variance`` (ddpm), ``timestep_spacing``.
+            **sampler_options: ``eta`` (ddim), ``variance`` (ddpm), ``timestep_spacing``, ... (over the model's).
 
         Returns: numpy uint8 ``(B, F, H, W, C)`` (F = 1 for image backbones).
         """
@@ -341,7 +342,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
                                        guidance_scale=guidance_scale, seed=seed, compile=compile)
         latents = self.sample_latents(plan, steps=steps, sampler=sampler, thresholding=thresholding,
                                       guidance_schedule=guidance_schedule, noise_shared_weight=noise_shared_weight,
-                                      progress=progress, **sampler_options)
+                                      progress=progress, initial_noise=initial_noise, **sampler_options)
         if return_latents:
             return np.asarray(ops.convert_to_numpy(latents))
         return self.decode_latents(latents)
@@ -371,11 +372,11 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         return dict(conditions=conditions, batch=batch, shape=shape, use_guidance=use_guidance,
                     guidance_scale=guidance_scale, seed=seed, compile=compile, task_inputs={})
 
-    def sample_latents(self, plan, steps=50, sampler="ddim", thresholding=None, guidance_schedule="constant",
-                       noise_shared_weight=None, progress=False, **sampler_options):
+    def sample_latents(self, plan, steps=50, sampler=None, thresholding=None, guidance_schedule="constant",
+                       noise_shared_weight=None, progress=False, initial_noise=None, **sampler_options):
         """Step 2 of ``generate``: run the sampler over the plan of ``prepare_generation``; float32 latents."""
         latents, mode = run_sampler(self, self._sampling_loops, plan, steps, sampler, thresholding,
-                                    guidance_schedule, noise_shared_weight, progress, sampler_options)
+                                    guidance_schedule, noise_shared_weight, progress, sampler_options, initial_noise)
         if self.sampling_mode != mode:
             logger.info("VideoDiffusion.generate: sampling loop runs as %s.", mode)
         self.sampling_mode = mode
@@ -400,7 +401,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             process={"class_name": type(self.process).__name__, "config": self.process.get_config()},
             autoencoder=serialized(self.autoencoder), condition_dropout=self.condition_dropout,
             self_conditioning_prob=self.self_conditioning_prob, noise_shared_weight=self.noise_shared_weight,
-            seed=self.seed,
+            seed=self.seed, sampler=self.sampler, sampler_options=dict(self.sampler_options) or None,
         )
         if self.preprocessor is not None:
             config["preprocessor"] = serialized(self.preprocessor)

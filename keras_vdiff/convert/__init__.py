@@ -8,6 +8,7 @@ matching keras_vdiff object, on whichever Keras backend is active:
 ==============================  ==========================================
 ``DiTTransformer2DModel``       ``kv.models.DiT``
 ``LatteTransformer3DModel``     ``kv.models.Latte``
+``CogVideoXTransformer3DModel`` ``kv.models.CogVideoX``
 ``AutoencoderKL``               ``kv.autoencoders.AutoencoderKL``
 ``T5EncoderModel``              ``kv.text.T5Encoder``
 a pipeline (``model_index.json``)  ``kv.VideoDiffusion`` (backbone, VAE, text encoder, tokenizer, scheduler)
@@ -33,6 +34,7 @@ PIPELINE_INDEX = "model_index.json"
 MODEL_CONVERTERS = {
     "DiTTransformer2DModel": "keras_vdiff.convert.dit:convert_dit",
     "LatteTransformer3DModel": "keras_vdiff.convert.latte:convert_latte",
+    "CogVideoXTransformer3DModel": "keras_vdiff.convert.cogvideox:convert_cogvideox",
     "AutoencoderKL": "keras_vdiff.convert.autoencoder_kl:convert_autoencoder_kl",
     "T5EncoderModel": "keras_vdiff.convert.t5:convert_t5_encoder",
 }

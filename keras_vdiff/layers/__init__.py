@@ -23,6 +23,7 @@ from keras_vdiff.layers.transformer import (
     unfold_temporal,
 )
 from keras_vdiff.layers.video_blocks import (
+    ExpertAdaLNBlock,
     FactorizedBlock,
     GenTronBlock,
     MMDiTBlock,

@@ -34,6 +34,17 @@ def _rms_norm(name, dtype_policy):
     return keras.layers.RMSNormalization(axis=-1, epsilon=1e-6, name=name, dtype=dtype_policy)
 
 
+# `qk_norm` values: off, RMS norm (True is its old spelling), or LayerNorm with scale and offset (CogVideoX).
+QK_NORMS = (False, True, "rms_norm", "layer_norm")
+
+
+def _qk_norm(kind, name, dtype_policy):
+    """The per-head query / key norm of ``qk_norm=kind`` (eps 1e-6 both; diffusers' CogVideoX uses the LayerNorm)."""
+    if kind == "layer_norm":
+        return keras.layers.LayerNormalization(axis=-1, epsilon=1e-6, name=name, dtype=dtype_policy)
+    return _rms_norm(name, dtype_policy)
+
+
 @keras.saving.register_keras_serializable(package="keras_vdiff")
 class Attention(keras.layers.Layer):
     """Multi-head self- or cross-attention on ``ops.dot_product_attention``.
@@ -48,7 +59,8 @@ class Attention(keras.layers.Layer):
         head_dim: width of each head.
         output_dim: width of the output; defaults to the width of ``x``.
         use_bias: biases on the q/k/v projections (DiT: True).
-        qk_norm: RMS-normalise queries and keys per head.
+        qk_norm: normalise queries and keys per head: ``True`` / ``"rms_norm"`` (RMS norm, SD3) or
+            ``"layer_norm"`` (LayerNorm with learned scale and offset, CogVideoX); ``False``: none.
         zero_init_output: start the output projection at zero, so the residual
             branch is the identity at initialisation (temporal layers that are
             inserted into a pretrained model, cross-attention in adaLN-Zero blocks).
@@ -82,6 +94,8 @@ class Attention(keras.layers.Layer):
         for name, value in (("num_heads", num_heads), ("head_dim", head_dim)):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        if qk_norm not in QK_NORMS:
+            raise ValueError(f"`qk_norm` must be one of {QK_NORMS}, got {qk_norm!r}.")
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.output_dim = output_dim
@@ -96,8 +110,8 @@ class Attention(keras.layers.Layer):
         self.value = keras.layers.Dense(inner, name="value", **dense)
         self.output_projection = None  # built once the query width is known
         if qk_norm:
-            self.query_norm = _rms_norm("query_norm", self.dtype_policy)
-            self.key_norm = _rms_norm("key_norm", self.dtype_policy)
+            self.query_norm = _qk_norm(qk_norm, "query_norm", self.dtype_policy)
+            self.key_norm = _qk_norm(qk_norm, "key_norm", self.dtype_policy)
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         # `mask` is our attention mask, not a Keras sequence mask: accept it without the
         # "destroys the mask" warning and attach nothing to the output.

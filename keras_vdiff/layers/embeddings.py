@@ -87,11 +87,17 @@ def sincos_embedding_2d(grid_height, grid_width, dim, max_period=10000.0, order=
     return np.concatenate(halves, axis=1)
 
 
-def sincos_embedding_3d(frames, grid_height, grid_width, dim, temporal_dim=None, max_period=10000.0):
+def sincos_embedding_3d(frames, grid_height, grid_width, dim, temporal_dim=None, max_period=10000.0,
+                        order="rows_first", interpolation_scale=1.0, temporal_interpolation_scale=1.0):
     """Sin-cos table over frames x rows x columns (full-3D attention models).
 
     The width is split into a temporal part (``temporal_dim``, default ``dim // 4``
     rounded to an even number, as in CogVideoX) and a 2D spatial part.
+    ``order`` and ``interpolation_scale`` are the spatial table's (see
+    :func:`sincos_embedding_2d`); frame positions are divided by
+    ``temporal_interpolation_scale``. CogVideoX (diffusers'
+    ``get_3d_sincos_pos_embed``) is ``temporal_dim=dim // 4, order="columns_first"``
+    with its config's two interpolation scales.
 
     Returns:
         float32 numpy array ``(frames * grid_height * grid_width, dim)``, tokens
@@ -111,8 +117,13 @@ def sincos_embedding_3d(frames, grid_height, grid_width, dim, temporal_dim=None,
             f"divisible by 4 ({spatial_dim}); pass a compatible `temporal_dim`."
         )
     tokens = grid_height * grid_width
-    temporal = np.repeat(sincos_embedding_1d(frames, temporal_dim, max_period), tokens, axis=0)
-    spatial = np.tile(sincos_embedding_2d(grid_height, grid_width, spatial_dim, max_period), (frames, 1))
+    if not temporal_interpolation_scale > 0:
+        raise ValueError(f"`temporal_interpolation_scale` must be positive, got {temporal_interpolation_scale!r}.")
+    frame_positions = np.arange(frames) / temporal_interpolation_scale
+    temporal = np.repeat(sincos_embedding_1d(frame_positions, temporal_dim, max_period), tokens, axis=0)
+    spatial = sincos_embedding_2d(grid_height, grid_width, spatial_dim, max_period, order=order,
+                                  interpolation_scale=interpolation_scale)
+    spatial = np.tile(spatial, (frames, 1))
     return np.concatenate([temporal, spatial], axis=1)
 
 

@@ -170,7 +170,7 @@ class FinalLayer(keras.layers.Layer):
 
     Maps tokens of width ``D`` to ``output_dim`` features per token (DiT:
     ``patch_size**2 * out_channels``, then ``Unpatchify``). The LayerNorm has
-    no affine parameters and eps 1e-6, and is computed in float32.
+    no affine parameters (unless ``norm_affine``) and eps 1e-6 (``epsilon``), and is computed in float32.
 
     With ``modulation="single"`` it is PixArt's final layer: shift and scale
     are a learned ``(2, D)`` table plus the timestep embedding itself
@@ -180,6 +180,8 @@ class FinalLayer(keras.layers.Layer):
         output_dim: features per token.
         epsilon: LayerNorm epsilon.
         modulation: ``"zero"`` (DiT) or ``"single"`` (PixArt, Latte-1).
+        norm_affine: give the LayerNorm a learned scale and offset before the
+            modulation (CogVideoX's ``norm_out``, diffusers' ``AdaLayerNorm``).
 
     Call:
         ``(x (B, ..., D), condition (B, D)) -> (B, ..., output_dim)``.
@@ -190,14 +192,15 @@ class FinalLayer(keras.layers.Layer):
         (2, 64, 16)
     """
 
-    def __init__(self, output_dim, epsilon=1e-6, modulation="zero", **kwargs):
+    def __init__(self, output_dim, epsilon=1e-6, modulation="zero", norm_affine=False, **kwargs):
         super().__init__(**kwargs)
         if modulation not in MODULATIONS:
             raise ValueError(f"`modulation` must be one of {MODULATIONS}, got {modulation!r}.")
         self.output_dim = output_dim
         self.epsilon = epsilon
         self.modulation_kind = modulation
-        self.norm = layer_norm("norm", epsilon=epsilon)
+        self.norm_affine = norm_affine
+        self.norm = layer_norm("norm", affine=norm_affine, epsilon=epsilon)
         self.projection = keras.layers.Dense(
             output_dim, kernel_initializer="zeros", name="projection", dtype=self.dtype_policy
         )
@@ -220,7 +223,8 @@ class FinalLayer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(output_dim=self.output_dim, epsilon=self.epsilon, modulation=self.modulation_kind)
+        config.update(output_dim=self.output_dim, epsilon=self.epsilon, modulation=self.modulation_kind,
+                      norm_affine=self.norm_affine)
         return config
 
 

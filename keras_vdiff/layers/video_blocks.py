@@ -15,7 +15,9 @@ decide *which* tokens attend to which:
 - ``TextCrossAttentionBlock``: ``x + CrossAttn(LN(x), text, mask)`` between blocks
   (the thesis' Latte v1 text placement).
 - ``MMDiTBlock``: two-stream joint attention over video and text tokens with
-  separate adaLN-Zero modulation per stream (SD3 MM-DiT; CogVideoX's "expert" adaLN).
+  separate adaLN-Zero modulation per stream (SD3 MM-DiT).
+- ``ExpertAdaLNBlock``: text and video tokens in one attention and one MLP with
+  shared weights, modulated by a separate adaLN per modality (CogVideoX's expert adaLN).
 
 Text cross-attention never mixes video tokens: every query attends to the text
 independently, so it is computed on ``(B, F*N, D)`` without repeating the text
@@ -473,3 +475,102 @@ class MMDiTBlock(keras.layers.Layer):
         )
         return config
 
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class ExpertAdaLNBlock(keras.layers.Layer):
+    """CogVideoX's block: text and video tokens in one full attention, one adaLN "expert" per modality.
+
+    ::
+
+        [b, a, g, b_t, a_t, g_t]_k = adaLN_k(c)          k = 1, 2 (one Dense each: video half, text half)
+        h = [LN1(txt) * (1 + a_t) + b_t ; LN1(x) * (1 + a) + b]     (text first, one sequence)
+        A = Attn(h)                       full attention, QK LayerNorm, RoPE angles on the video tokens
+        x = x + g * A_video;              txt = txt + g_t * A_text
+        h = [LN2(txt) ... ; LN2(x) ...];  M = MLP(h)
+        x = x + g' * M_video;             txt = txt + g'_t * M_text
+
+    Unlike :class:`MMDiTBlock` the two modalities share the attention, MLP and
+    LayerNorm weights; only the modulation (shift, scale, gate) differs between
+    them: the expert adaptive LayerNorm of CogVideoX (Yang et al. 2024,
+    arXiv:2408.06072; diffusers' ``CogVideoXBlock``). No attention mask: padded
+    text tokens are attended to, as in CogVideoX.
+
+    Args:
+        hidden_dim: width of both modalities (project the text to it first).
+        num_heads: attention heads.
+        mlp_ratio: MLP expansion.
+        qk_norm: the attention's query / key norm (:class:`Attention`; CogVideoX ``"layer_norm"``).
+        use_bias: biases on the q/k/v projections.
+        norm_epsilon: epsilon of the two LayerNorms.
+        norm_affine: learned scale and offset on the two LayerNorms (applied before the modulation).
+        mlp_activation: the MLP's activation (``MLP_ACTIVATIONS``).
+
+    Call:
+        ``x (B, N, D)``, ``context (B, L, D)``, ``condition (B, Dc)``, ``rope`` angles
+        ``(L + N, head_dim / 2)`` of the joined sequence (zero rows for the text: no rotation)
+        -> ``(x, context)``.
+
+    Example:
+        >>> block = ExpertAdaLNBlock(32, num_heads=4)
+        >>> x, txt = block(keras.ops.ones((2, 64, 32)), keras.ops.ones((2, 7, 32)), keras.ops.ones((2, 16)))
+    """
+
+    def __init__(self, hidden_dim, num_heads, mlp_ratio=4.0, qk_norm="layer_norm", use_bias=True,
+                 norm_epsilon=1e-5, norm_affine=True, mlp_activation="gelu_tanh", **kwargs):
+        super().__init__(**kwargs)
+        check_divisible(hidden_dim, "hidden_dim", num_heads, "num_heads")
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.qk_norm = qk_norm
+        self.use_bias = use_bias
+        self.norm_epsilon = norm_epsilon
+        self.norm_affine = norm_affine
+        self.mlp_activation = mlp_activation
+        self.attention = Attention(num_heads, hidden_dim // num_heads, use_bias=use_bias, qk_norm=qk_norm,
+                                   name="attention", dtype=self.dtype_policy)
+        self.mlp = MLP(hidden_dim, mlp_ratio, activation=mlp_activation, name="mlp", dtype=self.dtype_policy)
+        for k in (1, 2):  # each modulation: video shift, scale, gate, then the text's
+            setattr(self, f"norm{k}", layer_norm(f"norm{k}", affine=norm_affine, epsilon=norm_epsilon))
+            setattr(self, f"modulation{k}",
+                    AdaLNModulation(hidden_dim, 6, name=f"modulation{k}", dtype=self.dtype_policy))
+
+    def build(self, x_shape, context_shape=None, condition_shape=None, rope_shape=None):
+        tokens = (None, None, self.hidden_dim)
+        self.attention.build(tokens)
+        self.mlp.build(tokens)
+        for k in (1, 2):
+            getattr(self, f"norm{k}").build(tokens)
+            getattr(self, f"modulation{k}").build(condition_shape or (None, self.hidden_dim))
+        self.built = True
+
+    def __call__(self, x, context, *args, **kwargs):
+        # Both residual streams get the JAX gradient boundary of `MMDiTBlock.__call__` (`layers/gradient_boundary.py`).
+        return super().__call__(gradient_boundary(x), gradient_boundary(context), *args, **kwargs)
+
+    def call(self, x, context, condition, rope=None):
+        length = context.shape[1]
+        shift, scale, gate, text_shift, text_scale, text_gate = self.modulation1(condition)
+        h = ops.concatenate([modulate(normed(self.norm1, context), text_shift, text_scale),
+                             modulate(normed(self.norm1, x), shift, scale)], axis=1)
+        attended = self.attention(h, rope=rope)
+        x = x + expand_to(gate, x) * attended[:, length:]
+        context = context + expand_to(text_gate, context) * attended[:, :length]
+        shift, scale, gate, text_shift, text_scale, text_gate = self.modulation2(condition)
+        h = ops.concatenate([modulate(normed(self.norm2, context), text_shift, text_scale),
+                             modulate(normed(self.norm2, x), shift, scale)], axis=1)
+        fed = self.mlp(h)
+        return x + expand_to(gate, x) * fed[:, length:], context + expand_to(text_gate, context) * fed[:, :length]
+
+    def compute_output_shape(self, x_shape, context_shape=None, *args, **kwargs):
+        return tuple(x_shape), tuple(context_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, qk_norm=self.qk_norm,
+            use_bias=self.use_bias, norm_epsilon=self.norm_epsilon, norm_affine=self.norm_affine,
+            mlp_activation=self.mlp_activation,
+        )
+        return config

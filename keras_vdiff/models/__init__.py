@@ -7,6 +7,7 @@ here for the single-file families and by the folder's ``__init__`` for the other
 """
 
 from keras_vdiff.models.backbone import VideoBackbone
+from keras_vdiff.models.cogvideox import COGVIDEOX_PRESETS, CogVideoX
 from keras_vdiff.models.dit import DIT_PRESETS, DiT
 from keras_vdiff.models.gentron import GENTRON_PRESETS, GenTron
 from keras_vdiff.models.latte import LATTE_PRESETS, Latte
@@ -16,6 +17,6 @@ from keras_vdiff.models.latent_tokens import RIN, SnapVideo
 from keras_vdiff.models.conversion import dit_from_torch_state_dict
 from keras_vdiff.presets.registry import register_preset
 
-for _presets in (DIT_PRESETS, GENTRON_PRESETS, LATTE_PRESETS, VIDEO_DIT_PRESETS):
+for _presets in (COGVIDEOX_PRESETS, DIT_PRESETS, GENTRON_PRESETS, LATTE_PRESETS, VIDEO_DIT_PRESETS):
     for _name, _preset in _presets.items():
         register_preset(_name, **_preset)

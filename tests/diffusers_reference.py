@@ -57,3 +57,32 @@ def relative_error(actual, expected):
     expected = np.asarray(expected, dtype="float64")
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
+
+
+def tiny_t5_tokenizer_folder(path, corpus, vocab_size=72, extra_ids=4):
+    """A T5 tokenizer folder as the Hub holds one (``spiece.model`` + ``tokenizer_config.json``), trained on ``corpus``.
+
+    The sentencepiece model is trained here (offline) with T5's special ids
+    (pad 0, end 1, unk 2); returns transformers' tokenizer loaded from the folder.
+    """
+    import io
+    import json
+    import os
+
+    import sentencepiece
+    import transformers
+
+    proto = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(list(corpus) * 3), model_writer=proto, vocab_size=vocab_size, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+        hard_vocab_limit=False, minloglevel=2,
+    )
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "spiece.model"), "wb") as f:
+        f.write(proto.getvalue())
+    with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
+                   "extra_ids": extra_ids, "additional_special_tokens": [f"<extra_id_{i}>" for i in range(extra_ids)],
+                   "model_max_length": 512}, f)
+    return transformers.AutoTokenizer.from_pretrained(str(path))

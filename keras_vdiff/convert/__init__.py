@@ -24,7 +24,7 @@ support, a missing tensor or a tensor left unused raises
 import importlib
 import os
 
-from keras_vdiff.convert.checkpoint import ConversionError, PretrainedFolder, class_name
+from keras_vdiff.convert.checkpoint import ConversionError, PretrainedFolder, class_name, weights_to_load
 
 __all__ = ["from_diffusers", "ConversionError", "MODEL_CONVERTERS", "PretrainedFolder"]
 
@@ -53,7 +53,10 @@ def convert_model_folder(path, dtype=None):
         raise ConversionError(
             f"{os.path.join(folder.path, 'config.json')} describes a {name!r}; supported: {sorted(MODEL_CONVERTERS)}."
         )
-    return _converter(name)(folder, dtype=dtype)
+    with weights_to_load() as weights:
+        model = _converter(name)(folder, dtype=dtype)
+    weights.check_all_assigned(f"{folder.path!r} ({name})")
+    return model
 
 
 def from_diffusers(path, dtype=None):

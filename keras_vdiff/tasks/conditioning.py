@@ -181,9 +181,60 @@ def training_conditions(batch, backbone, drop, repeats=1, text_encoder=None, pre
     return drop_conditions(repeat_rows(conditions, repeats), drop, backbone.num_classes)
 
 
+NEGATIVE_PROMPT_MASKS = ("own", "prompt")
+
+
+def checked_negative_prompts(negative_prompts, batch):
+    """``negative_prompts`` (one string for all, or one per video) as a list of ``batch`` strings."""
+    if isinstance(negative_prompts, str):
+        return [negative_prompts] * batch
+    if not isinstance(negative_prompts, (list, tuple)) or not all(isinstance(p, str) for p in negative_prompts):
+        raise ValueError(f"`negative_prompts` must be a string or a list of strings, got {negative_prompts!r}.")
+    if len(negative_prompts) != batch:
+        raise ValueError(
+            f"`negative_prompts` has {len(negative_prompts)} entries for {batch} videos: give one string, or one "
+            "per prompt."
+        )
+    return list(negative_prompts)
+
+
+def _padded_to(text, length):
+    """Text inputs with their token axis zero-padded (masked out) to ``length``."""
+    extra = length - int(text["text_embeddings"].shape[1])
+    if extra <= 0:
+        return text
+    return dict(text, text_embeddings=ops.pad(text["text_embeddings"], ((0, 0), (0, extra), (0, 0))),
+                text_mask=ops.pad(text["text_mask"], ((0, 0), (0, extra))))
+
+
+def with_negative_rows(text, negative, mask="own"):
+    """A guided text batch whose null rows are encoded negative prompts instead of all-zero rows.
+
+    Args:
+        text, negative: the text inputs of the prompts and of their negative prompts.
+        mask: ``"own"`` (each negative attends to its own tokens) or ``"prompt"``
+            (it attends to as many positions as its prompt has tokens: diffusers'
+            Latte pipeline cuts both encodings to the prompt's length, so its
+            unconditional branch sees the empty prompt's end token and padding
+            outputs up to that length).
+    """
+    if mask not in NEGATIVE_PROMPT_MASKS:
+        raise ValueError(f"`negative_prompt_mask` must be one of {NEGATIVE_PROMPT_MASKS}, got {mask!r}.")
+    length = max(int(text["text_embeddings"].shape[1]), int(negative["text_embeddings"].shape[1]))
+    text, negative = _padded_to(text, length), _padded_to(negative, length)
+    if mask == "prompt":
+        negative = dict(negative, text_mask=text["text_mask"])
+    return {key: ops.concatenate([text[key], negative[key]], axis=0) for key in TEXT_KEYS}
+
+
 def sampling_conditions(backbone, labels=None, prompts=None, text_embeddings=None, batch_size=1,
-                        use_guidance=False, text_encoder=None, preprocessor=None):
-    """The condition inputs of a sampling batch (with their null rows under guidance) and its number of videos."""
+                        use_guidance=False, text_encoder=None, preprocessor=None, negative_prompts=None,
+                        negative_prompt_mask="own"):
+    """The condition inputs of a sampling batch (with their null rows under guidance) and its number of videos.
+
+    Under guidance the null rows of a text model are all-zero, or the encoded
+    ``negative_prompts`` when given (:func:`with_negative_rows`).
+    """
     if backbone.conditioning is None:
         return {}, batch_size
     if backbone.conditioning == "class":
@@ -200,4 +251,9 @@ def sampling_conditions(backbone, labels=None, prompts=None, text_embeddings=Non
     else:
         raise ValueError("A text-conditional model needs `prompts` (with a text encoder) or `text_embeddings`.")
     batch = int(ops.shape(text["text_embeddings"])[0])
-    return (with_null_rows(text) if use_guidance else text), batch
+    if not use_guidance:
+        return text, batch
+    if negative_prompts is None:
+        return with_null_rows(text), batch
+    negative = encode_text(text_encoder, checked_negative_prompts(negative_prompts, batch), preprocessor)
+    return with_negative_rows(text, negative, negative_prompt_mask), batch

@@ -28,6 +28,8 @@ class TextToVideoPreprocessor:
         tokenizer: a callable ``tokenizer(list_of_strings) -> token ids (B, L)`` with
             ``get_config`` (``kv.text.WordTokenizer``, a keras-hub tokenizer, or a
             text adapter's ``tokenize``-style object returning a dict of ``token_ids``).
+        lowercase: lowercase and strip every text first (diffusers' Latte and PixArt
+            pipelines do, unless they clean captions with optional packages).
 
     Example:
         >>> encoder = kv.text.SmallTextEncoder.from_texts(captions)
@@ -36,24 +38,28 @@ class TextToVideoPreprocessor:
         (1, 8)
     """
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, lowercase=False):
         if not callable(tokenizer):
             raise TypeError(f"`tokenizer` must be callable on a list of strings, got {type(tokenizer).__name__}.")
         self.tokenizer = tokenizer
+        self.lowercase = bool(lowercase)
 
     def __call__(self, texts):
         """A string or a list of strings -> what the tokenizer returns for the list."""
-        return self.tokenizer([texts] if isinstance(texts, str) else list(texts))
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if self.lowercase:
+            texts = [text.lower().strip() for text in texts]
+        return self.tokenizer(texts)
 
     def get_config(self):
-        return {"tokenizer": keras.saving.serialize_keras_object(self.tokenizer)}
+        return {"tokenizer": keras.saving.serialize_keras_object(self.tokenizer), "lowercase": self.lowercase}
 
     @classmethod
     def from_config(cls, config):
         tokenizer = config["tokenizer"]
         if isinstance(tokenizer, dict):
             tokenizer = keras.saving.deserialize_keras_object(tokenizer)
-        return cls(tokenizer)
+        return cls(tokenizer, lowercase=config.get("lowercase", False))
 
     def save_to_preset(self, preset_dir):
         """Write ``preprocessor.json``, ``tokenizer.json`` and the tokenizer's assets into ``preset_dir``."""

@@ -82,3 +82,28 @@ def test_cli_convert_writes_a_preset_that_loads_and_samples(latte_pipeline, tmp_
     assert any(name.endswith(".gif") for name in os.listdir(samples))
     with pytest.raises(SystemExit, match="exists"):  # never replaces what is there without --overwrite
         cli.main(["convert", "--diffusers", path, "--output-dir", preset])
+
+
+def test_dit_pipeline_matches_diffusers(tmp_path):
+    """DiTPipeline draws its own noise (no `latents` argument): the same torch generator gives ours the same start."""
+    transformer = randomize(diffusers.DiTTransformer2DModel(
+        sample_size=8, num_layers=1, patch_size=2, attention_head_dim=4, num_attention_heads=2, in_channels=4,
+        out_channels=8, num_embeds_ada_norm=1000), seed=4)  # DiTPipeline's null class is label 1000
+    vae = randomize(diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+        latent_channels=4, norm_num_groups=4, sample_size=SIZE), seed=5)
+    scheduler = diffusers.DDIMScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02, clip_sample=False)
+    reference = diffusers.DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler)
+    path = str(tmp_path / "dit_pipeline")
+    reference.save_pretrained(path, safe_serialization=True)
+    model = kv.convert.from_diffusers(path)
+    assert isinstance(model.backbone, kv.models.DiT) and model.sampler == "ddim"
+    labels, steps, guidance = [3, 999], 4, 4.0
+    noise = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(0)).numpy()
+    with torch.no_grad():
+        expected = reference(class_labels=labels, guidance_scale=guidance, num_inference_steps=steps,
+                             generator=torch.Generator().manual_seed(0), output_type="np").images
+    ours = model.generate(labels=labels, steps=steps, guidance_scale=guidance,
+                          initial_noise=noise.transpose(0, 2, 3, 1))[:, 0]
+    assert np.abs(ours.astype(np.int32) - np.round(np.asarray(expected) * 255).astype(np.int32)).max() <= 1

@@ -55,7 +55,7 @@ def convert_model_folder(path, dtype=None):
         )
     with weights_to_load() as weights:
         model = _converter(name)(folder, dtype=dtype)
-    weights.check_all_assigned(f"{folder.path!r} ({name})")
+    weights.check_all_assigned(f"{folder.path!r} ({name})", ConversionError)
     return model
 
 

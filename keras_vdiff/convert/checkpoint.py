@@ -21,11 +21,12 @@ Example:
     >>> kernel = folder.take("proj_out.weight").T
 """
 
-import contextlib
 import json
 import os
 
 import numpy as np
+
+from keras_vdiff.presets.loading import mark_assigned, weights_to_load  # noqa: F401  (weights_to_load: re-exported)
 
 __all__ = ["PretrainedFolder", "ConversionError", "assign", "check_config", "linear", "class_name"]
 
@@ -206,58 +207,6 @@ def _normalised(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-class _WeightsToLoad:
-    """The variables created inside :func:`weights_to_load` and those :func:`assign` has set since."""
-
-    def __init__(self):
-        self.created, self.assigned = [], set()
-
-    def check_all_assigned(self, where):
-        """Raise listing the model variables no checkpoint tensor was assigned to (they would stay zero)."""
-        missing = [v.path for v in self.created if id(v) not in self.assigned]
-        if missing:
-            shown = ", ".join(missing[:12]) + (f" ... ({len(missing)} in all)" if len(missing) > 12 else "")
-            raise ConversionError(f"The conversion of {where} set no value for these weights: {shown}.")
-
-
-_LOADING = []  # the active _WeightsToLoad, innermost last
-
-
-@contextlib.contextmanager
-def weights_to_load():
-    """Build models whose every weight a checkpoint is about to set, without drawing random initial values.
-
-    Inside the block, new Keras variables start as zeros (seed-generator states
-    excepted) instead of running their initializers: on JAX each new weight
-    shape otherwise compiles a random-number kernel (seconds each on a CPU),
-    and at the size of Latte-1 the random draw alone costs what the loading
-    does. Yields a record whose ``check_all_assigned(where)`` raises for any
-    variable that :func:`assign` did not set, so a weight cannot silently stay zero.
-    """
-    from keras.src.backend.common import variables  # the one private hook; initialisation is not public API
-
-    record = _WeightsToLoad()
-    original = variables.Variable._initialize_with_initializer
-
-    def zeros_instead(variable, initializer):
-        if "seed_generator" in (variable.path or variable.name):
-            return original(variable, initializer)
-        record.created.append(variable)
-        return original(variable, lambda shape, dtype=None: np.zeros(shape, dtype=_numpy_dtype(dtype)))
-
-    variables.Variable._initialize_with_initializer = zeros_instead
-    _LOADING.append(record)
-    try:
-        yield record
-    finally:
-        _LOADING.remove(record)
-        variables.Variable._initialize_with_initializer = original
-
-
-def _numpy_dtype(dtype):
-    return "float32" if dtype in (None, "bfloat16") else dtype  # the variable converts to its own dtype
-
-
 def assign(variable, value, name):
     """Set a Keras variable from a numpy array, checking the shape; ``name`` is the checkpoint tensor."""
     if tuple(variable.shape) != tuple(value.shape):
@@ -266,8 +215,7 @@ def assign(variable, value, name):
             f"of shape {tuple(variable.shape)}."
         )
     variable.assign(value.astype(variable.dtype) if variable.dtype != value.dtype else value)
-    for record in _LOADING:
-        record.assigned.add(id(variable))
+    mark_assigned(variable)
 
 
 def linear(folder, prefix, dense, bias=True):

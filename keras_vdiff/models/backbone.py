@@ -20,6 +20,7 @@ import keras_hub
 
 from keras_vdiff.atomic_files import staged_directory
 from keras_vdiff.presets import pipeline_format, registry
+from keras_vdiff.presets.loading import weights_to_load
 # Moved to keras_vdiff.validation; kept importable here under their old names.
 from keras_vdiff.validation import check_int as checked_int  # noqa: F401
 from keras_vdiff.validation import check_keywords, constructor_arguments
@@ -158,7 +159,10 @@ class VideoBackbone(keras_hub.models.Backbone):
         if issubclass(model_cls, VideoBackbone):
             check_preset_kwargs(model_cls, kwargs)
         with pipeline_format.naming_weights_file(os.path.join(directory, pipeline_format.BACKBONE_WEIGHTS_FILE)):
-            return super(VideoBackbone, cls).from_preset(directory, load_weights=load_weights, **kwargs)
+            if not load_weights:
+                return super(VideoBackbone, cls).from_preset(directory, load_weights=False, **kwargs)
+            with weights_to_load():  # every weight comes from the file: skip the random initial values
+                return super(VideoBackbone, cls).from_preset(directory, load_weights=True, **kwargs)
 
     def save_to_preset(self, preset_dir, max_shard_size=10):
         """keras-hub's preset folder (``config.json``, weights, ``metadata.json``), written atomically.

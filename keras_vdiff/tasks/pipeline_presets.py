@@ -20,6 +20,7 @@ import keras_hub
 
 from keras_vdiff.atomic_files import staged_directory
 from keras_vdiff.presets import pipeline_format, registry
+from keras_vdiff.presets.loading import weights_to_load
 
 
 def task_arguments(task_cls):
@@ -116,6 +117,13 @@ class PipelinePresetMixin:
 
     @classmethod
     def _from_directory(cls, directory, load_weights, overrides):
+        if not load_weights:
+            return cls._build_from_directory(directory, load_weights, overrides)
+        with weights_to_load():  # every weight comes from the files: skip the random initial values
+            return cls._build_from_directory(directory, load_weights, overrides)
+
+    @classmethod
+    def _build_from_directory(cls, directory, load_weights, overrides):
         task_config, path = pipeline_format.read_task_config(directory)
         check_overrides(pipeline_format.registered_class(task_config, path), overrides)
         task_config = dict(task_config, config=dict(task_config["config"], **overrides))

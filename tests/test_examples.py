@@ -60,3 +60,10 @@ def test_latent_diffusion_smoke():
 @pytest.mark.slow
 def test_image_to_video_smoke():
     assert example("image_to_video").main(["--smoke"]).shape == (2, 4, 16, 16, 1)
+
+
+@pytest.mark.slow
+def test_convert_and_sample_smoke(tmp_path):
+    """A tiny random diffusers LattePipeline converted and sampled (the parity tests cover the numbers)."""
+    paths = example("convert_and_sample").main(["--smoke", "--output-dir", str(tmp_path)])
+    assert paths and all(os.path.exists(p) for p in paths)

@@ -71,7 +71,6 @@ class PretrainedFolder:
         self._shard_of = self._index()
         self.names = sorted(self._shard_of)
         self._taken = set()
-        self._handles = {}
 
     def _index(self):
         files = sorted(os.listdir(self.path))
@@ -99,13 +98,6 @@ class PretrainedFolder:
 
         with safe_open(os.path.join(self.path, singles[0]), framework="numpy") as handle:
             return {name: singles[0] for name in handle.keys()}
-
-    def _handle(self, shard):
-        if shard not in self._handles:
-            from safetensors import safe_open
-
-            self._handles[shard] = safe_open(os.path.join(self.path, shard), framework="numpy")
-        return self._handles[shard]
 
     def __contains__(self, name):
         return name in self._shard_of
@@ -142,9 +134,13 @@ class PretrainedFolder:
         return value
 
     def _read(self, name):
-        handle = self._handle(self._shard_of[name])
+        # One short-lived handle per tensor: a handle kept open keeps the pages it read mapped, which counted
+        # as 4.5 GB of resident memory while converting Latte-1 (benchmarks/RESULTS.md).
+        from safetensors import safe_open
+
         try:
-            value = handle.get_tensor(name)
+            with safe_open(os.path.join(self.path, self._shard_of[name]), framework="numpy") as handle:
+                value = handle.get_tensor(name)
         except (TypeError, ValueError):
             # numpy has no bfloat16: read the raw 16 bits and widen them to float32.
             value = _read_bfloat16(os.path.join(self.path, self._shard_of[name]), name)

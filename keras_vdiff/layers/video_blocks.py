@@ -38,7 +38,6 @@ from keras_vdiff.layers.conditioning import (  # noqa: F401
 )
 from keras_vdiff.layers.embeddings import apply_rope
 from keras_vdiff.layers.gradient_boundary import gradient_boundary
-from keras_vdiff.layers.gradient_boundary import gradient_boundary
 from keras_vdiff.layers.modulation import AdaLNModulation, expand_to, modulate
 from keras_vdiff.layers.normalization import layer_norm, normed
 from keras_vdiff.layers.transformer import (
@@ -142,6 +141,13 @@ class FactorizedBlock(DiTBlock):
         super().__init__(hidden_dim, num_heads, mlp_ratio=mlp_ratio, cross_attention=cross_attention,
                          qk_norm=qk_norm, **kwargs)
         self.axis = axis
+
+    def call(self, x, condition, context=None, context_mask=None, rope=None, active=True):
+        """``active=False`` passes ``x`` through unchanged (Latte's ``temporal_attention=False``: the
+        block stays in the model with its weights, it just does not run)."""
+        if not active:
+            return ops.copy(x)
+        return super().call(x, condition, context, context_mask, rope=rope)
 
     def attend(self, h, rope=None):
         return attend_along(self.attention, h, self.axis, rope)

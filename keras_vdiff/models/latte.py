@@ -291,7 +291,7 @@ class Latte(VideoBackbone):
                 x = block(x, context, context_mask)
                 continue
             if kind == "factorized_temporal" and not temporal_attention:
-                block.build(tuple(x.shape), tuple(block_condition.shape))  # weights kept, block not run
+                x = block(x, block_condition, active=False)  # weights kept, block not run
                 continue
             if kind == "factorized_temporal" and needs_temporal_table:
                 x = x + ops.cast(temporal_table, x.dtype)

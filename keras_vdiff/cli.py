@@ -5,6 +5,7 @@
     keras-vdiff sample --preset latte_tiny_moving_mnist --prompt "The digit 3 is moving up and down"
     keras-vdiff evaluate --preset runs/mm/pipeline --samples-per-caption 4
     keras-vdiff convert --dit-checkpoint DiT-XL-2-256x256.pt --output-dir dit_xl_2_256
+    keras-vdiff convert --diffusers Latte-1 --output-dir latte_1
 
 The backend is chosen by ``KERAS_BACKEND`` (jax, tensorflow or torch) before
 the command starts. Every command explains its options with ``--help``.
@@ -155,23 +156,31 @@ def build_parser():
     evaluate.add_argument("--output", default=None, help="write the results as JSON here (and a .md table)")
 
     convert = commands.add_parser(
-        "convert", help="convert an official DiT checkpoint (PyTorch) into a DiT backbone preset",
+        "convert", help="convert a diffusers folder or an official DiT checkpoint into a keras_vdiff preset",
         description=(
-            "Convert a checkpoint of the official DiT (github.com/facebookresearch/DiT, e.g. "
-            "DiT-XL-2-256x256.pt) into a keras_vdiff DiT backbone preset directory; load it with "
-            "keras_vdiff.models.DiT.from_preset(DIR). The configuration (width, depth, patch size, image size, "
-            "classes, learned sigma) is read from the weights. Needs torch (pip install keras-vdiff[torch]) to "
-            "read the file, whatever KERAS_BACKEND is. The directory is written under a temporary name and "
-            "renamed, so a failed conversion leaves nothing behind."
+            "Convert a folder written by diffusers' save_pretrained (--diffusers: a pipeline such as a download "
+            "of maxin-cn/Latte-1 or facebook/DiT-XL-2-256, or one transformer folder of it) into a keras_vdiff "
+            "pipeline preset (load it with keras_vdiff.VideoDiffusion.from_preset(DIR), or sample it with "
+            "`keras-vdiff sample --preset DIR`) or backbone preset; or a checkpoint of the official DiT "
+            "(--dit-checkpoint, github.com/facebookresearch/DiT, e.g. DiT-XL-2-256x256.pt; needs torch to read "
+            "it) into a DiT backbone preset. diffusers folders are read with safetensors, one tensor at a time, "
+            "on any KERAS_BACKEND. The directory is written under a temporary name and renamed, so a failed "
+            "conversion leaves nothing behind."
         ),
     )
-    convert.add_argument("--dit-checkpoint", required=True, metavar="PATH.pt",
-                         help="the official DiT state dict (or a training checkpoint of the official train.py, "
-                              "whose 'ema' weights are used); read with torch.load(weights_only=True)")
+    source = convert.add_mutually_exclusive_group(required=True)
+    source.add_argument("--diffusers", metavar="DIR",
+                        help="a diffusers pipeline folder (model_index.json) or model folder (config.json + "
+                             "*.safetensors)")
+    source.add_argument("--dit-checkpoint", metavar="PATH.pt",
+                        help="the official DiT state dict (or a training checkpoint of the official train.py, "
+                             "whose 'ema' weights are used); read with torch.load(weights_only=True)")
     convert.add_argument("--output-dir", required=True, metavar="DIR", help="the backbone preset directory to write")
     convert.add_argument("--num-heads", type=_positive_int, default=None,
                          help="attention heads, which the weights do not record (default: the paper's for its "
                               "widths, 16 for XL and L, 12 for B, 6 for S; width / 64 otherwise)")
+    convert.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "mixed_bfloat16"),
+                         help="dtype policy of the converted models (--diffusers; default float32)")
     convert.add_argument("--overwrite", action="store_true", help="replace --output-dir if it exists")
     return parser
 
@@ -379,12 +388,41 @@ def cmd_evaluate(args):
     return 0
 
 
+def _convert_diffusers(args):
+    import keras_vdiff as kv
+    from keras_vdiff.atomic_files import staged_directory
+
+    start = time.perf_counter()
+    try:
+        model = kv.convert.from_diffusers(args.diffusers, dtype=args.dtype)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: --diffusers {args.diffusers}: {error}")
+    if not hasattr(model, "save_to_preset"):
+        raise SystemExit(
+            f"error: --diffusers {args.diffusers} holds a {type(model).__name__}, which is not saved as a preset on "
+            "its own: convert the pipeline folder above it"
+        )
+    try:
+        with staged_directory(args.output_dir) as staging:
+            model.save_to_preset(staging)
+    except FileExistsError as error:
+        raise SystemExit(f"error: --output-dir: {error}")
+    pipeline = isinstance(model, kv.VideoDiffusion)
+    loader = "keras_vdiff.VideoDiffusion" if pipeline else f"{type(model).__module__}.{type(model).__name__}"
+    print(f"Converted {args.diffusers} in {time.perf_counter() - start:.1f}s")
+    print(f"{'Pipeline' if pipeline else type(model).__name__} preset: {args.output_dir}  "
+          f"({loader}.from_preset({args.output_dir!r}))")
+    return 0
+
+
 def cmd_convert(args):
     from keras_vdiff.models.conversion import dit_from_torch_state_dict, load_torch_state_dict
     from keras_vdiff.atomic_files import staged_directory
 
     if os.path.exists(args.output_dir) and not args.overwrite:
         raise SystemExit(f"error: --output-dir {args.output_dir} exists; pass --overwrite to replace it")
+    if args.diffusers:
+        return _convert_diffusers(args)
     if not os.path.isfile(args.dit_checkpoint):
         raise SystemExit(f"error: --dit-checkpoint: no file at {args.dit_checkpoint}")
     try:

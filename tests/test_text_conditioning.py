@@ -8,6 +8,7 @@ independently of the model zoo's text backbones.
 
 import keras
 import numpy as np
+import pytest
 
 from conftest import to_numpy
 from keras_vdiff.diffusion.gaussian import GaussianDiffusion
@@ -139,3 +140,24 @@ def test_clip_adapter_feeds_latte_and_padding_is_ignored_end_to_end():
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)  # 3 more padding tokens change nothing
     other, _, _ = short_adapter(CAPTIONS[::-1])
     assert np.abs(to_numpy(other) - to_numpy(short_adapter(CAPTIONS)[0])).max() > 1e-3  # the words do matter
+
+
+def test_negative_prompt_rows_replace_the_zero_null_rows_with_their_own_or_the_prompts_mask():
+    from keras_vdiff.tasks import conditioning as contract
+
+    rng = np.random.default_rng(0)
+    text = {"text_embeddings": rng.standard_normal((2, 4, 3)).astype("float32"),
+            "text_mask": np.array([[1, 1, 0, 0], [1, 1, 1, 0]], "float32"), "pooled_text": np.ones((2, 3), "float32")}
+    negative = {"text_embeddings": rng.standard_normal((2, 2, 3)).astype("float32"),
+                "text_mask": np.array([[1, 0], [1, 0]], "float32"), "pooled_text": np.zeros((2, 3), "float32")}
+    own = {k: to_numpy(v) for k, v in contract.with_negative_rows(text, negative, "own").items()}
+    assert own["text_embeddings"].shape == (4, 4, 3)  # the shorter negatives are padded (and masked) to 4 tokens
+    np.testing.assert_array_equal(own["text_mask"][2:], [[1, 0, 0, 0], [1, 0, 0, 0]])
+    np.testing.assert_array_equal(own["text_embeddings"][2:, :2], negative["text_embeddings"])
+    np.testing.assert_array_equal(own["text_embeddings"][:2], text["text_embeddings"])
+    shared = {k: to_numpy(v) for k, v in contract.with_negative_rows(text, negative, "prompt").items()}
+    np.testing.assert_array_equal(shared["text_mask"][2:], text["text_mask"])  # LattePipeline's rule
+    with pytest.raises(ValueError, match="negative_prompts.*3 entries for 2 videos"):
+        contract.checked_negative_prompts(["a", "b", "c"], 2)
+    with pytest.raises(ValueError, match="negative_prompt_mask"):
+        contract.with_negative_rows(text, negative, "theirs")

@@ -141,6 +141,11 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             the text encoder tokenizes strings itself.
         sampler, sampler_options: what ``generate(sampler=None)`` runs (``sampling.resolve_sampler``; JSON
             options, saved in presets); a converted pipeline's are its scheduler's (``kv.convert.schedulers``).
+        negative_prompt: the default negative prompt of guided text sampling: the
+            null rows are this prompt encoded (diffusers' pipelines: ``""``); ``None``
+            (default) uses all-zero null rows, what ``condition_dropout`` trains.
+        negative_prompt_mask: ``"own"`` or ``"prompt"``: which tokens a negative
+            prompt's row attends to (``keras_vdiff.tasks.conditioning.with_negative_rows``).
 
     Batches (``fit``): dicts with ``videos`` (uint8 in [0, 255] or float in [-1, 1];
     ``(B, F, H, W, C)``, or ``(B, H, W, C)`` for image backbones, whose frames are
@@ -160,8 +165,8 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
     fills_extra_input_channels = False
 
     def __init__(self, backbone, process=None, text_encoder=None, autoencoder=None, condition_dropout=0.1,
-                 self_conditioning_prob=0.9, noise_shared_weight=0.0, seed=None, preprocessor=None, sampler=None,
-                 sampler_options=None, **kwargs):
+                 self_conditioning_prob=0.9, noise_shared_weight=0.0, seed=None, preprocessor=None,
+                 negative_prompt=None, negative_prompt_mask="own", sampler=None, sampler_options=None, **kwargs):
         super().__init__(**check_keywords(type(self), kwargs, keras.Model))
         self.backbone = backbone
         self.process = as_process(process, backbone)
@@ -172,6 +177,14 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             autoencoder.trainable = False
         self.autoencoder = autoencoder
         self.preprocessor = as_preprocessor(preprocessor)
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise ValueError(f"`negative_prompt` must be None or a string, got {negative_prompt!r}.")
+        if negative_prompt_mask not in contract.NEGATIVE_PROMPT_MASKS:
+            raise ValueError(
+                f"`negative_prompt_mask` must be one of {contract.NEGATIVE_PROMPT_MASKS}, got {negative_prompt_mask!r}."
+            )
+        self.negative_prompt = negative_prompt
+        self.negative_prompt_mask = negative_prompt_mask
         self.condition_dropout = float(condition_dropout)
         self.self_conditioning_prob = float(self_conditioning_prob)
         self.noise_shared_weight = float(noise_shared_weight)
@@ -306,7 +319,8 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
     def generate(self, labels=None, prompts=None, num_frames=None, steps=50, sampler=None, guidance_scale=4.0,
                  seed=0, thresholding=None, guidance_schedule="constant", batch_size=1, text_embeddings=None,
                  initial_noise=None,
-                 noise_shared_weight=None, compile="auto", progress=False, return_latents=False, **sampler_options):
+                 noise_shared_weight=None, compile="auto", progress=False, return_latents=False,
+                 negative_prompts=None, **sampler_options):
         """Sample videos.
 
         Args:
@@ -324,6 +338,8 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             guidance_schedule: ``"constant"`` or ``"oscillating"`` (Imagen Video, alternating ``guidance_scale`` and 1).
             batch_size: number of videos of an unconditional backbone.
             text_embeddings: dict of precomputed ``text_embeddings``, ``text_mask``, ``pooled_text``.
+            negative_prompts: under guidance, the prompts of the null rows (one string or one
+                per prompt); default: the model's ``negative_prompt`` (``None``: all-zero rows).
             noise_shared_weight: mixed-noise lambda of the initial noise (default: the model's).
             initial_noise: starting latents ``(B, F, h, w, c)`` instead of drawn noise (numpy or a tensor);
                 a diffusers pipeline given them as ``latents`` samples the same (``init_noise_sigma`` included).
@@ -338,6 +354,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         Returns: numpy uint8 ``(B, F, H, W, C)`` (F = 1 for image backbones).
         """
         plan = self.prepare_generation(labels=labels, prompts=prompts, text_embeddings=text_embeddings,
+                                       negative_prompts=negative_prompts,
                                        batch_size=batch_size, num_frames=num_frames,
                                        guidance_scale=guidance_scale, seed=seed, compile=compile)
         latents = self.sample_latents(plan, steps=steps, sampler=sampler, thresholding=thresholding,
@@ -348,7 +365,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         return self.decode_latents(latents)
 
     def prepare_generation(self, labels=None, prompts=None, text_embeddings=None, batch_size=1, num_frames=None,
-                           guidance_scale=4.0, seed=0, compile="auto"):
+                           guidance_scale=4.0, seed=0, compile="auto", negative_prompts=None):
         """Step 1 of ``generate``: the checked request as a plan dict.
 
         Returns ``{"conditions", "batch", "shape", "use_guidance", "guidance_scale",
@@ -367,7 +384,9 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         use_guidance = self.conditioning is not None and guidance_scale != 1.0
         conditions, batch = contract.sampling_conditions(
             self.backbone, labels=labels, prompts=prompts, text_embeddings=text_embeddings, batch_size=batch_size,
-            use_guidance=use_guidance, text_encoder=self.text_encoder, preprocessor=self.preprocessor)
+            use_guidance=use_guidance, text_encoder=self.text_encoder, preprocessor=self.preprocessor,
+            negative_prompts=self.negative_prompt if negative_prompts is None else negative_prompts,
+            negative_prompt_mask=self.negative_prompt_mask)
         shape = (batch,) + sampling_latent_shape(self.backbone, self.autoencoder, num_frames)
         return dict(conditions=conditions, batch=batch, shape=shape, use_guidance=use_guidance,
                     guidance_scale=guidance_scale, seed=seed, compile=compile, task_inputs={})
@@ -401,7 +420,8 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             process={"class_name": type(self.process).__name__, "config": self.process.get_config()},
             autoencoder=serialized(self.autoencoder), condition_dropout=self.condition_dropout,
             self_conditioning_prob=self.self_conditioning_prob, noise_shared_weight=self.noise_shared_weight,
-            seed=self.seed, sampler=self.sampler, sampler_options=dict(self.sampler_options) or None,
+            seed=self.seed, negative_prompt=self.negative_prompt, negative_prompt_mask=self.negative_prompt_mask,
+            sampler=self.sampler, sampler_options=dict(self.sampler_options) or None,
         )
         if self.preprocessor is not None:
             config["preprocessor"] = serialized(self.preprocessor)

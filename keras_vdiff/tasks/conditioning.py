@@ -21,6 +21,7 @@ The pixel convention (``videos_to_unit_range``, ``unit_range_to_uint8``) and
 autoencoders share them) and re-exported here with the rest of the contract.
 """
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -76,6 +77,17 @@ def checked_prompts(prompts):
     if bad:
         raise ValueError(f"`prompts` must hold strings only; got {bad[:3]!r} among them.")
     return list(prompts)
+
+
+def checked_sampling_request(compile, guidance_scale, seed):
+    """``generate``'s ``compile`` (``"auto"``: compiled except on PyTorch) and seed; checks ``guidance_scale``."""
+    if compile == "auto":
+        compile = keras.backend.backend() != "torch"
+    elif not isinstance(compile, bool):
+        raise ValueError(f"`compile` must be True, False or 'auto', got {compile!r}.")
+    if not np.isfinite(guidance_scale):
+        raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}.")
+    return compile, checked_seed(seed)
 
 
 def checked_seed(seed):
@@ -182,6 +194,15 @@ def training_conditions(batch, backbone, drop, repeats=1, text_encoder=None, pre
 
 
 NEGATIVE_PROMPT_MASKS = ("own", "prompt")
+
+
+def checked_negative_prompt(negative_prompt, mask):
+    """A task's default ``negative_prompt`` (None or a string) and ``negative_prompt_mask``, checked."""
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise ValueError(f"`negative_prompt` must be None or a string, got {negative_prompt!r}.")
+    if mask not in NEGATIVE_PROMPT_MASKS:
+        raise ValueError(f"`negative_prompt_mask` must be one of {NEGATIVE_PROMPT_MASKS}, got {mask!r}.")
+    return negative_prompt, mask
 
 
 def checked_negative_prompts(negative_prompts, batch):

@@ -133,19 +133,14 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         self_conditioning_prob: for self-conditioning backbones, probability that
             the previous latents come from a first pass under stop-gradient
             (Chen et al. 2023: 0.9); zeros otherwise.
-        noise_shared_weight: lambda of the VideoFusion mixed noise prior for the
-            training noise and the default initial sampling noise (0: i.i.d.).
+        noise_shared_weight: lambda of the VideoFusion mixed noise prior (training and sampling noise; 0: i.i.d.).
         seed: seed of the training randomness (timesteps, noise, dropout).
-        preprocessor: a ``TextToVideoPreprocessor`` turning prompts into the text
-            encoder's token ids (a converted pipeline's own tokenizer); default:
-            the text encoder tokenizes strings itself.
+        preprocessor: a ``TextToVideoPreprocessor`` turning prompts into the text encoder's token ids (a
+            converted pipeline's own tokenizer); default: the text encoder tokenizes strings itself.
         sampler, sampler_options: what ``generate(sampler=None)`` runs (``sampling.resolve_sampler``; JSON
             options, saved in presets); a converted pipeline's are its scheduler's (``kv.convert.schedulers``).
-        negative_prompt: the default negative prompt of guided text sampling: the
-            null rows are this prompt encoded (diffusers' pipelines: ``""``); ``None``
-            (default) uses all-zero null rows, what ``condition_dropout`` trains.
-        negative_prompt_mask: ``"own"`` or ``"prompt"``: which tokens a negative
-            prompt's row attends to (``keras_vdiff.tasks.conditioning.with_negative_rows``).
+        negative_prompt, negative_prompt_mask: guided text sampling's null rows are this prompt encoded (diffusers'
+            pipelines: ``""``) instead of all-zero rows (``None``); the mask: ``conditioning.with_negative_rows``.
 
     Batches (``fit``): dicts with ``videos`` (uint8 in [0, 255] or float in [-1, 1];
     ``(B, F, H, W, C)``, or ``(B, H, W, C)`` for image backbones, whose frames are
@@ -177,14 +172,8 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             autoencoder.trainable = False
         self.autoencoder = autoencoder
         self.preprocessor = as_preprocessor(preprocessor)
-        if negative_prompt is not None and not isinstance(negative_prompt, str):
-            raise ValueError(f"`negative_prompt` must be None or a string, got {negative_prompt!r}.")
-        if negative_prompt_mask not in contract.NEGATIVE_PROMPT_MASKS:
-            raise ValueError(
-                f"`negative_prompt_mask` must be one of {contract.NEGATIVE_PROMPT_MASKS}, got {negative_prompt_mask!r}."
-            )
-        self.negative_prompt = negative_prompt
-        self.negative_prompt_mask = negative_prompt_mask
+        self.negative_prompt, self.negative_prompt_mask = contract.checked_negative_prompt(
+            negative_prompt, negative_prompt_mask)
         self.condition_dropout = float(condition_dropout)
         self.self_conditioning_prob = float(self_conditioning_prob)
         self.noise_shared_weight = float(noise_shared_weight)
@@ -318,8 +307,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
     # --- sampling -----------------------------------------------------------------------------
     def generate(self, labels=None, prompts=None, num_frames=None, steps=50, sampler=None, guidance_scale=4.0,
                  seed=0, thresholding=None, guidance_schedule="constant", batch_size=1, text_embeddings=None,
-                 initial_noise=None,
-                 noise_shared_weight=None, compile="auto", progress=False, return_latents=False,
+                 initial_noise=None, noise_shared_weight=None, compile="auto", progress=False, return_latents=False,
                  negative_prompts=None, **sampler_options):
         """Sample videos.
 
@@ -331,15 +319,13 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             steps: number of sampler steps.
             sampler: ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"``, ``"dpmpp_2m"``; ``None``: the model's, else ddim.
             guidance_scale: classifier-free guidance scale; 1 (or an unconditional backbone) runs without the null half.
-            seed: integer seed of the initial and per-step noise, in ``[0, 2**31 - 2]``; ``None``
-                draws a fresh one. The same seed gives the same samples on one backend, compiled or
-                eager; the backends' random streams differ, so not across backends.
+            seed: integer seed of the initial and per-step noise, in ``[0, 2**31 - 2]``; ``None`` draws a fresh
+                one. The same seed gives the same samples on one backend, compiled or eager (not across backends).
             thresholding: ``None`` (the model's sampler options'), ``"none"``, ``"static"``, ``"dynamic"`` or a dict.
             guidance_schedule: ``"constant"`` or ``"oscillating"`` (Imagen Video, alternating ``guidance_scale`` and 1).
             batch_size: number of videos of an unconditional backbone.
             text_embeddings: dict of precomputed ``text_embeddings``, ``text_mask``, ``pooled_text``.
-            negative_prompts: under guidance, the prompts of the null rows (one string or one
-                per prompt); default: the model's ``negative_prompt`` (``None``: all-zero rows).
+            negative_prompts: the null rows' prompts (one, or one per prompt); default: ``negative_prompt``.
             noise_shared_weight: mixed-noise lambda of the initial noise (default: the model's).
             initial_noise: starting latents ``(B, F, h, w, c)`` instead of drawn noise (numpy or a tensor);
                 a diffusers pipeline given them as ``latents`` samples the same (``init_noise_sigma`` included).
@@ -374,13 +360,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         number of videos, the initial noise shape, and the tensors a subclass
         adds for its own ``denoiser_inputs`` (empty here).
         """
-        if compile == "auto":
-            compile = keras.backend.backend() != "torch"
-        elif not isinstance(compile, bool):
-            raise ValueError(f"`compile` must be True, False or 'auto', got {compile!r}.")
-        if not np.isfinite(guidance_scale):
-            raise ValueError(f"`guidance_scale` must be a finite number, got {guidance_scale!r}.")
-        seed = contract.checked_seed(seed)
+        compile, seed = contract.checked_sampling_request(compile, guidance_scale, seed)
         use_guidance = self.conditioning is not None and guidance_scale != 1.0
         conditions, batch = contract.sampling_conditions(
             self.backbone, labels=labels, prompts=prompts, text_embeddings=text_embeddings, batch_size=batch_size,

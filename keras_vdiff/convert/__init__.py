@@ -3,16 +3,16 @@
 One entry point reads a folder saved with ``save_pretrained`` and returns the
 matching keras_vdiff object, on whichever Keras backend is active:
 
-==============================  ==========================================
-``config.json`` class           keras_vdiff object
-==============================  ==========================================
-``DiTTransformer2DModel``       ``kv.models.DiT``
-``LatteTransformer3DModel``     ``kv.models.Latte``
-``CogVideoXTransformer3DModel`` ``kv.models.CogVideoX``
-``AutoencoderKL``               ``kv.autoencoders.AutoencoderKL``
-``T5EncoderModel``              ``kv.text.T5Encoder``
+=================================  ======================================================================
+``config.json`` class              keras_vdiff object
+=================================  ======================================================================
+``DiTTransformer2DModel``          ``kv.models.DiT``
+``LatteTransformer3DModel``        ``kv.models.Latte``
+``CogVideoXTransformer3DModel``    ``kv.models.CogVideoX``
+``AutoencoderKL``                  ``kv.autoencoders.AutoencoderKL``
+``T5EncoderModel``                 ``kv.text.T5Encoder``
 a pipeline (``model_index.json``)  ``kv.VideoDiffusion`` (backbone, VAE, text encoder, tokenizer, scheduler)
-==============================  ==========================================
+=================================  ======================================================================
 
 Weights are read with ``safetensors`` in numpy, one tensor at a time
 (:mod:`keras_vdiff.convert.checkpoint`); a config field the converter does not

@@ -119,6 +119,8 @@ def test_clip_adapter_plugs_into_a_text_backbone():
     assert np.abs(videos[0].astype(int) - videos[1].astype(int)).sum() > 0
 
 
+# Slow (28 s on JAX); the CLIP adapter keeps its contract and plug-in tests, the padding rule its unit tests.
+@pytest.mark.slow
 def test_clip_adapter_feeds_latte_and_padding_is_ignored_end_to_end():
     from keras_vdiff.models.latte import Latte
 

@@ -275,7 +275,10 @@ def measure(folder, dtype, step, frames, size, text_tokens, text_dim):
         }
         sampler.reset()
         begin = time.perf_counter()
-        output = keras.ops.convert_to_numpy(model(inputs, training=False))
+        if os.environ.get("LATTE1_STEP_COMPILED"):  # --step-compiled: the jitted predict step (XLA / tf.function)
+            output = np.asarray(model.predict_on_batch(inputs))
+        else:
+            output = keras.ops.convert_to_numpy(model(inputs, training=False))
         result["step_s"] = time.perf_counter() - begin
         result["step_output_shape"] = list(output.shape)
         result["step_output_dtype"] = str(output.dtype)
@@ -355,6 +358,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help=f"num_layers {QUICK_LAYERS} (a smoke run)")
     parser.add_argument("--no-step", action="store_true", help="skip the bfloat16 forward step")
     parser.add_argument("--step-float32", action="store_true", help="also run the step after the float32 conversion")
+    parser.add_argument("--step-compiled", action="store_true",
+                        help="run the step compiled (predict_on_batch) instead of eagerly; its time includes the compile")
     parser.add_argument("--file-dtype", choices=("float32", "float16"), default="float32")
     parser.add_argument("--shard-gb", type=float, default=1.0, help="shard size of the written checkpoint (GB)")
     parser.add_argument("--workdir", help="where the checkpoint folder is made (default: the system temp)")
@@ -367,6 +372,8 @@ def main(argv=None):
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
     parser.add_argument("--child-step", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.step_compiled:
+        os.environ["LATTE1_STEP_COMPILED"] = "1"  # read by the child processes (they inherit the environment)
 
     if args.child:
         config = json.loads(args.child_config)

@@ -26,7 +26,8 @@ import os
 
 import numpy as np
 
-from keras_vdiff.presets.loading import mark_assigned, weights_to_load  # noqa: F401  (weights_to_load: re-exported)
+# weights_to_load is re-exported: the converters' building context lives with the preset loaders.
+from keras_vdiff.presets.loading import listed, mark_assigned, weights_to_load  # noqa: F401
 
 __all__ = ["PretrainedFolder", "ConversionError", "assign", "check_config", "linear", "class_name"]
 
@@ -102,10 +103,6 @@ class PretrainedFolder:
     def __contains__(self, name):
         return name in self._shard_of
 
-    def has_prefix(self, prefix):
-        """Whether any tensor name starts with ``prefix``."""
-        return any(name.startswith(prefix) for name in self.names)
-
     def numbered(self, prefix):
         """The indices ``i`` of the ``{prefix}.{i}.*`` tensors, checked to run ``0..n-1``."""
         indices = set()
@@ -115,7 +112,9 @@ class PretrainedFolder:
                 if head.isdigit():
                     indices.add(int(head))
         if indices and indices != set(range(len(indices))):
-            raise ConversionError(f"The `{prefix}.N` tensors of {self.path!r} are not numbered 0..n-1: {sorted(indices)}.")
+            raise ConversionError(
+                f"The `{prefix}.N` tensors of {self.path!r} are not numbered 0..n-1: {sorted(indices)}."
+            )
         return sorted(indices)
 
     def take(self, name, shape=None):
@@ -157,7 +156,7 @@ class PretrainedFolder:
         """Raise listing the tensors no converter step mapped."""
         unused = [name for name in self.names if name not in self._taken]
         if unused:
-            shown = ", ".join(unused[:20]) + (f" ... ({len(unused)} in all)" if len(unused) > 20 else "")
+            shown = listed(unused, 20)
             raise ConversionError(
                 f"{len(unused)} tensor(s) of {self.path!r} ({class_name(self.config)}) are not used by the "
                 f"conversion, so the converted model would differ from the checkpoint: {shown}."

@@ -72,21 +72,23 @@ def dit_config(config, dtype=None):
     )
 
 
-def _shared_embedding(folder, num_blocks):
-    """The names of block 0's timestep / label embedding, after checking every block's copy equals it."""
-    names = [n[len("transformer_blocks.0."):] for n in folder.names if n.startswith(f"transformer_blocks.0.{EMBEDDING}.")]
+def _check_shared_embedding(folder, num_blocks):
+    """Check that every block's copy of the timestep / label embedding equals block 0's (marking the copies used)."""
+    first = f"transformer_blocks.0.{EMBEDDING}."
+    reference = {n[len(first):]: folder.take(n) for n in folder.names if n.startswith(first)}
     for i in range(1, num_blocks):
-        for name in names:
-            other = f"transformer_blocks.{i}.{name}"
+        for name, value in reference.items():
+            other = f"transformer_blocks.{i}.{EMBEDDING}.{name}"
             if other not in folder:
-                raise ConversionError(f"{folder.path!r} has no {other!r} (block {i}'s copy of the condition embedding).")
-            if not np.array_equal(folder.take(other), folder.take(f"transformer_blocks.0.{name}")):
+                raise ConversionError(
+                    f"{folder.path!r} has no {other!r} (block {i}'s copy of the condition embedding)."
+                )
+            if not np.array_equal(folder.take(other), value):
                 raise ConversionError(
                     f"{other!r} differs from block 0's copy: this DiT has a separate timestep / label embedding per "
                     "block, which kv.models.DiT (one shared embedding, as in the paper and the released checkpoints) "
                     "cannot express."
                 )
-    return names
 
 
 def convert_dit(folder, dtype=None):
@@ -108,7 +110,7 @@ def convert_dit(folder, dtype=None):
     check_fixed_table(folder, "pos_embed.pos_embed",
                       sincos_embedding_2d(grid, grid, config["hidden_dim"], order="columns_first"))
     patch_embedding(folder, "pos_embed.proj", model.patch_embedding)
-    _shared_embedding(folder, num_blocks)
+    _check_shared_embedding(folder, num_blocks)
     emb = f"transformer_blocks.0.{EMBEDDING}"
     linear(folder, f"{emb}.timestep_embedder.linear_1", model.timestep_embedding.dense_1)
     linear(folder, f"{emb}.timestep_embedder.linear_2", model.timestep_embedding.dense_2)

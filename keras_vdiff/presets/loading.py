@@ -11,7 +11,12 @@ import contextlib
 
 import numpy as np
 
-__all__ = ["weights_to_load", "mark_assigned"]
+__all__ = ["weights_to_load", "mark_assigned", "listed"]
+
+
+def listed(names, limit):
+    """``names`` joined for an error message, the first ``limit`` of them and how many in all."""
+    return ", ".join(names[:limit]) + (f" ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 class _WeightsToLoad:
@@ -24,8 +29,7 @@ class _WeightsToLoad:
         """Raise ``error`` listing the model variables no loaded value was assigned to (they would stay zero)."""
         missing = [v.path for v in self.created if id(v) not in self.assigned]
         if missing:
-            shown = ", ".join(missing[:12]) + (f" ... ({len(missing)} in all)" if len(missing) > 12 else "")
-            raise error(f"The loading of {where} set no value for these weights: {shown}.")
+            raise error(f"The loading of {where} set no value for these weights: {listed(missing, 12)}.")
 
 
 _LOADING = []  # the active _WeightsToLoad, innermost last

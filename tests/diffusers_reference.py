@@ -86,3 +86,25 @@ def tiny_t5_tokenizer_folder(path, corpus, vocab_size=72, extra_ids=4):
                    "extra_ids": extra_ids, "additional_special_tokens": [f"<extra_id_{i}>" for i in range(extra_ids)],
                    "model_max_length": 512}, f)
     return transformers.AutoTokenizer.from_pretrained(str(path))
+
+
+def edited_folder(source, path, tensors=None, **config_changes):
+    """A copy of the single-file model folder ``source`` at ``path`` with other ``tensors`` and config fields.
+
+    ``tensors``: the state dict to write (default: ``source``'s); ``config_changes`` update its ``config.json``.
+    Returns ``str(path)``; for the converters' unsupported-config and missing / unused-tensor tests.
+    """
+    import json
+    import os
+
+    from safetensors.numpy import load_file, save_file
+
+    if tensors is None:
+        tensors = load_file(os.path.join(source, "model.safetensors"))
+    with open(os.path.join(source, "config.json")) as f:
+        config = json.load(f)
+    os.makedirs(path)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump({**config, **config_changes}, f)
+    save_file(tensors, os.path.join(path, "model.safetensors"))
+    return str(path)

@@ -11,6 +11,7 @@ matching keras_vdiff object, on whichever Keras backend is active:
 ``CogVideoXTransformer3DModel``    ``kv.models.CogVideoX``
 ``AutoencoderKL``                  ``kv.autoencoders.AutoencoderKL``
 ``T5EncoderModel``                 ``kv.text.T5Encoder``
+``UMT5EncoderModel``               ``kv.text.UMT5Encoder``
 a pipeline (``model_index.json``)  ``kv.VideoDiffusion`` (backbone, VAE, text encoder, tokenizer, scheduler)
 =================================  ======================================================================
 
@@ -37,6 +38,7 @@ MODEL_CONVERTERS = {
     "CogVideoXTransformer3DModel": "keras_vdiff.convert.cogvideox:convert_cogvideox",
     "AutoencoderKL": "keras_vdiff.convert.autoencoder_kl:convert_autoencoder_kl",
     "T5EncoderModel": "keras_vdiff.convert.t5:convert_t5_encoder",
+    "UMT5EncoderModel": "keras_vdiff.convert.t5:convert_umt5_encoder",
 }
 
 

@@ -1,4 +1,5 @@
-"""transformers' ``T5EncoderModel`` -> ``kv.text.T5Encoder``, and a pipeline's ``tokenizer/`` -> ``kv.text.T5Tokenizer``.
+"""transformers' ``T5EncoderModel`` -> ``kv.text.T5Encoder`` (``UMT5EncoderModel`` -> ``kv.text.UMT5Encoder``), and
+a pipeline's ``tokenizer/`` -> ``kv.text.T5Tokenizer``.
 
 The text encoder of ``maxin-cn/Latte-1`` (and PixArt-alpha, CogVideoX) is
 ``text_encoder/``: a T5 v1.1 XXL ``T5EncoderModel`` folder (``config.json`` +
@@ -20,12 +21,17 @@ positions included: ``T5Encoder(zero_padding=False)`` (``encoder.zero_padding =
 False``) returns those rows as transformers computes them. The XXL encoder has
 4.7 B parameters: 19 GB in float32, 9.5 GB with ``dtype="bfloat16"``.
 
+Wan 2.1's text encoder is a ``UMT5EncoderModel`` (UMT5-XXL, one relative-position
+table per block; :func:`convert_umt5_encoder`); its tokenizer folder is
+google/umt5-xxl's T5 tokenizer, read by the same :func:`tokenizer_from_folder`
+(``WanPipeline``: ``sequence_length=512``).
+
 Tensor names (transformers)::
 
     shared.weight  (encoder.embed_tokens.weight: the same, tied; older files store both)
     encoder.block.{i}.layer.0.layer_norm.weight
     encoder.block.{i}.layer.0.SelfAttention.{q,k,v,o}.weight
-    encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight   (buckets, heads)
+    encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight   (buckets, heads; UMT5: every block)
     encoder.block.{i}.layer.1.layer_norm.weight
     encoder.block.{i}.layer.1.DenseReluDense.{wi_0,wi_1,wo}.weight   (gated; wi, wo otherwise)
     encoder.final_layer_norm.weight
@@ -37,18 +43,20 @@ import os
 import numpy as np
 
 from keras_vdiff.convert.checkpoint import ConversionError, assign, check_config
-from keras_vdiff.text.t5_encoder import T5Encoder, T5Tokenizer
+from keras_vdiff.text.t5_encoder import T5Encoder, T5Tokenizer, UMT5Encoder
 
-__all__ = ["convert_t5_encoder", "tokenizer_from_folder", "t5_encoder_arguments"]
+__all__ = ["convert_t5_encoder", "convert_umt5_encoder", "tokenizer_from_folder", "t5_encoder_arguments"]
 
 CLASS = "T5EncoderModel"
+# transformers class -> (its config's model_type, our encoder class).
+ENCODERS = {"T5EncoderModel": ("t5", T5Encoder), "UMT5EncoderModel": ("umt5", UMT5Encoder)}
 # transformers' activation names -> T5Encoder's.
 ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                "silu": "silu", "swish": "silu"}
 FEED_FORWARD = tuple(name for act in ACTIVATIONS for name in (act, f"gated-{act}"))
 
 
-def _feed_forward(config):
+def _feed_forward(config, where=CLASS):
     """``(activation, gated)`` of a T5 config, as transformers' ``T5Config`` derives them from ``feed_forward_proj``."""
     projection = config.get("feed_forward_proj", "relu")
     gated = projection.startswith("gated-")
@@ -59,7 +67,7 @@ def _feed_forward(config):
                                   ("is_gated_act", config.get("is_gated_act"), gated)):
         if value is not None and value != derived:
             raise ConversionError(
-                f"{CLASS} config field `{field}`={value!r} contradicts `feed_forward_proj`={projection!r} "
+                f"{where} config field `{field}`={value!r} contradicts `feed_forward_proj`={projection!r} "
                 f"(which means {field}={derived!r}); supported: configs where they agree."
             )
     return ACTIVATIONS[activation], gated
@@ -69,20 +77,24 @@ def _positive(value):
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def t5_encoder_arguments(config):
-    """The ``T5Encoder`` constructor arguments of a transformers T5 ``config.json`` (checked)."""
+def t5_encoder_arguments(config, where=CLASS):
+    """The ``T5Encoder`` / ``UMT5Encoder`` constructor arguments of a transformers ``config.json`` (checked).
+
+    ``where``: the transformers class, ``"T5EncoderModel"`` or ``"UMT5EncoderModel"``
+    (the config's ``model_type`` must be its ``"t5"`` / ``"umt5"``).
+    """
     check_config(config, {
-        "model_type": ("t5",),
+        "model_type": (ENCODERS[where][0],),
         "feed_forward_proj": FEED_FORWARD,
         "is_decoder": (False,),
         "relative_attention_num_buckets": lambda v: _positive(v) and v >= 4,
         "relative_attention_max_distance": _positive,
         "layer_norm_epsilon": lambda v: isinstance(v, (int, float)) and v > 0,
-    }, CLASS)
+    }, where)
     for field in ("vocab_size", "d_model", "num_layers", "num_heads", "d_kv", "d_ff"):
         if not _positive(config.get(field)):
-            raise ConversionError(f"{CLASS} config field `{field}`={config.get(field)!r} must be a positive integer.")
-    activation, gated = _feed_forward(config)
+            raise ConversionError(f"{where} config field `{field}`={config.get(field)!r} must be a positive integer.")
+    activation, gated = _feed_forward(config, where)
     return dict(
         vocabulary_size=config["vocab_size"],
         hidden_dim=config["d_model"],
@@ -124,9 +136,35 @@ def convert_t5_encoder(folder, dtype=None):
         The encoder, frozen (``trainable=False``: pretrained text encoders are not trained in
         these pipelines; set ``trainable=True`` to fine-tune).
     """
-    arguments = t5_encoder_arguments(folder.config)
+    return _convert_encoder(folder, dtype, "T5EncoderModel")
+
+
+def convert_umt5_encoder(folder, dtype=None):
+    """A built ``kv.text.UMT5Encoder`` with every tensor of a ``UMT5EncoderModel`` folder assigned (Wan's text encoder).
+
+    The same tensor names as T5's, with ``encoder.block.{i}.layer.0.SelfAttention.relative_attention_bias.weight``
+    in every block. UMT5-XXL has 5.7 B parameters: 23 GB in float32, 11.4 GB with ``dtype="bfloat16"``.
+
+    Args:
+        folder: a ``PretrainedFolder`` of a transformers ``UMT5EncoderModel`` (e.g. ``Wan2.1-T2V-1.3B-Diffusers/text_encoder``).
+        dtype: ``"float32"`` (default), ``"bfloat16"`` or ``"mixed_bfloat16"``.
+
+    Returns:
+        The encoder, frozen (``trainable=False``).
+
+    Example:
+        >>> encoder = kv.convert.from_diffusers("Wan2.1-T2V-1.3B-Diffusers/text_encoder", dtype="bfloat16")
+        >>> tokenizer = tokenizer_from_folder("Wan2.1-T2V-1.3B-Diffusers/tokenizer", sequence_length=512)
+        >>> embeddings, mask, _ = encoder(tokenizer(["a cat walking on grass"]))   # (1, 512, 4096), zeros after the prompt
+    """
+    return _convert_encoder(folder, dtype, "UMT5EncoderModel")
+
+
+def _convert_encoder(folder, dtype, where):
+    arguments = t5_encoder_arguments(folder.config, where)
+    encoder_class = ENCODERS[where][1]
     # Built inside `from_diffusers`' weights_to_load(): no random draws, and every variable must be assigned.
-    encoder = T5Encoder(**arguments, dtype=dtype or "float32", name="t5_encoder")
+    encoder = encoder_class(**arguments, dtype=dtype or "float32", name=ENCODERS[where][0] + "_encoder")
 
     def put(variable, name, transpose=False):
         value = folder.take(name)
@@ -151,7 +189,8 @@ def convert_t5_encoder(folder, dtype=None):
         elif bias_name in folder:
             raise ConversionError(
                 f"{folder.path!r} has {bias_name!r}: a relative-position table in block {i} (UMT5-style, one per "
-                "block) is not supported by T5Encoder, which shares block 0's."
+                f"block) is not supported by {encoder_class.__name__}, which shares block 0's; UMT5 checkpoints "
+                "are UMT5EncoderModel folders (kv.text.UMT5Encoder)."
             )
         put(block.attention_norm.scale, f"{prefix}.0.layer_norm.weight")
         feed_forward = f"{prefix}.1.DenseReluDense"

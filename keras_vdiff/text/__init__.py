@@ -8,4 +8,4 @@ keras-hub's frozen CLIP and T5 text models.
 from keras_vdiff.text.keras_hub_adapters import CLIPTextAdapter, T5TextAdapter
 from keras_vdiff.text.small_text_encoder import SmallTextEncoder
 from keras_vdiff.text.word_tokenizer import WordTokenizer
-from keras_vdiff.text.t5_encoder import T5Encoder, T5Tokenizer
+from keras_vdiff.text.t5_encoder import T5Encoder, T5Tokenizer, UMT5Encoder

@@ -12,9 +12,10 @@ of T5 v1.1 XXL. :class:`T5Encoder` is that stack written in ``keras.ops``:
 
 The relative-position bias (a ``(buckets, heads)`` table looked up by the
 bucket of ``key_position - query_position``) belongs to the first block and is
-shared by all blocks, as in T5. UMT5 (Wan) gives every block its own table;
+shared by all blocks, as in T5. UMT5 (Wan) gives every block its own table:
 :class:`T5Attention` owns its table when built with ``relative_attention_buckets``,
-so a per-block variant only changes which blocks get one.
+so :class:`UMT5Encoder` is this encoder with ``per_layer_position_bias = True``
+(every block builds one, each block adds its own).
 
 RMS norms run in float32 (``dtype="float32"`` layers, the result cast back), so
 ``dtype="bfloat16"`` keeps T5's float32 variance as transformers does; the
@@ -51,7 +52,7 @@ from keras_vdiff.presets.pipeline_format import TOKENIZER_ASSETS_DIR
 from keras_vdiff.text.small_text_encoder import masked_mean
 from keras_vdiff.text.word_tokenizer import is_text_batch
 
-__all__ = ["T5Encoder", "T5Tokenizer", "T5Attention", "T5EncoderBlock", "relative_position_buckets"]
+__all__ = ["T5Encoder", "UMT5Encoder", "T5Tokenizer", "T5Attention", "T5EncoderBlock", "relative_position_buckets"]
 
 # activation name -> function; "gelu_tanh" is transformers' "gelu_new" / "gelu_pytorch_tanh" (T5 v1.1).
 ACTIVATIONS = {
@@ -299,6 +300,9 @@ class T5Encoder(keras.layers.Layer):
     PixArt-alpha, Latte and CogVideoX.
     """
 
+    # One relative-position table per block (UMT5) instead of block 0's shared by all (T5).
+    per_layer_position_bias = False
+
     def __init__(self, vocabulary_size, hidden_dim, num_layers, num_heads, head_dim, intermediate_dim,
                  activation="gelu_tanh", gated=True, relative_attention_buckets=32,
                  relative_attention_max_distance=128, layer_norm_epsilon=1e-6, pad_token_id=0, zero_padding=True,
@@ -339,7 +343,8 @@ class T5Encoder(keras.layers.Layer):
             T5EncoderBlock(
                 self.num_heads, self.head_dim, self.intermediate_dim, activation=activation, gated=self.gated,
                 layer_norm_epsilon=self.layer_norm_epsilon,
-                relative_attention_buckets=self.relative_attention_buckets if i == 0 else None,  # shared by all
+                relative_attention_buckets=(self.relative_attention_buckets  # T5: block 0's, shared by all
+                                            if i == 0 or self.per_layer_position_bias else None),
                 relative_attention_max_distance=self.relative_attention_max_distance, initializer=initializer,
                 name=f"block_{i}", dtype=self.dtype_policy,
             )
@@ -423,6 +428,32 @@ class T5Encoder(keras.layers.Layer):
             zero_padding=self.zero_padding,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vdiff")
+class UMT5Encoder(T5Encoder):
+    """UMT5's encoder (Chung et al. 2023; Wan's text encoder), transformers' ``UMT5EncoderModel``.
+
+    :class:`T5Encoder` with one relative-position table per block: every block's
+    attention adds the bias of its own ``(buckets, heads)`` table (T5 shares
+    block 0's). Everything else (arguments, inputs, outputs, dtypes) is
+    :class:`T5Encoder`'s; the tokenizer is a :class:`T5Tokenizer` (google/umt5-xxl's
+    sentencepiece model, ``keras_vdiff.convert.t5.tokenizer_from_folder``). With
+    ``zero_padding=True`` (default) the embeddings are what Wan's pipeline feeds
+    the transformer: ``last_hidden_state`` cut to each prompt's length, zeros after.
+
+    Example:
+        >>> encoder = UMT5Encoder(vocabulary_size=100, hidden_dim=16, num_layers=2, num_heads=4, head_dim=4,
+        ...                       intermediate_dim=32, relative_attention_buckets=8)
+        >>> embeddings, mask, pooled = encoder({"token_ids": np.array([[5, 6, 1, 0]]),
+        ...                                     "padding_mask": np.array([[1, 1, 1, 0]])})
+        >>> len(encoder.blocks[1].attention.weights)  # q, k, v, o and its own position table
+        5
+
+    Reference: UniMax / umT5 (Chung et al. 2023); the text encoder of Wan 2.1.
+    """
+
+    per_layer_position_bias = True
 
 
 def _read_bytes(value, name):

@@ -21,6 +21,11 @@ diffusers class                     sampler    notes
                                                lower-order-final rule
 ``EulerDiscreteScheduler``          euler      fractional linspace grid, ``init_noise_sigma``
 ``FlowMatchEulerDiscreteScheduler`` euler      ``FlowMatching(shift=...)``
+``CogVideoXDDIMScheduler``          ddim       eta 0, the stride; the schedule's SNR divided
+                                               by ``snr_shift_scale`` before the zero-SNR
+                                               rescaling; its step never clips
+``CogVideoXDPMScheduler``           dpmpp_2m_  SDE-DPM-Solver++(2M) with the stride and the
+                                    sde        same schedule
 ==================================  =========  ==============================================
 
 Every field of the config is mapped, recognised as irrelevant (recorded in
@@ -63,6 +68,8 @@ _GAUSSIAN_BASE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02
                       rescale_betas_zero_snr=False)
 _THRESHOLDS = dict(thresholding=False, dynamic_thresholding_ratio=0.995, sample_max_value=1.0)
 _CLIPPING = dict(clip_sample=True, clip_sample_range=1.0)
+_COGVIDEOX = dict(_GAUSSIAN_BASE, **_CLIPPING, set_alpha_to_one=True, sample_max_value=1.0, snr_shift_scale=3.0,
+                  beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")  # both classes (not their docs)
 SCHEDULER_DEFAULTS = {
     "DDIMScheduler": dict(_GAUSSIAN_BASE, **_THRESHOLDS, **_CLIPPING, set_alpha_to_one=True),
     "DDPMScheduler": dict(_GAUSSIAN_BASE, **_THRESHOLDS, **_CLIPPING, variance_type="fixed_small"),
@@ -81,6 +88,8 @@ SCHEDULER_DEFAULTS = {
         base_image_seq_len=256, max_image_seq_len=4096, invert_sigmas=False, shift_terminal=None,
         use_karras_sigmas=False, use_exponential_sigmas=False, use_beta_sigmas=False,
         time_shift_type="exponential", stochastic_sampling=False),
+    "CogVideoXDDIMScheduler": _COGVIDEOX,
+    "CogVideoXDPMScheduler": _COGVIDEOX,
 }
 # Fields of other diffusers schedulers that configs carry along (diffusers ignores them for a class without them).
 FOREIGN_FIELDS = set().union(*SCHEDULER_DEFAULTS.values()) | {"skip_prk_steps", "set_alpha_to_zero"}
@@ -96,7 +105,7 @@ class SchedulerConversion:
 
     Attributes:
         process: the ``GaussianDiffusion`` (schedule, prediction, learned sigma) or ``FlowMatching``.
-        sampler: the sampler name (``"ddim"``, ``"ddpm"``, ``"dpmpp_2m"``, ``"euler"``).
+        sampler: the sampler name (``"ddim"``, ``"ddpm"``, ``"dpmpp_2m"``, ``"dpmpp_2m_sde"``, ``"euler"``).
         sampler_options: JSON-friendly keyword arguments of that sampler (``timestep_spacing``,
             ``thresholding`` as a dict, ...): ``get_sampler(sampler, process, steps, **sampler_options)``.
         scheduler_class: the diffusers class name.
@@ -186,8 +195,20 @@ def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _schedule(fields, kinds, terminal_alpha_bar=None):
-    """The ``NoiseSchedule`` of the beta fields (``terminal_alpha_bar``: Euler's and DPM's zero-SNR patch)."""
+def shifted_snr_betas(betas, scale):
+    """Betas whose SNR ``abar / (1 - abar)`` is that of ``betas`` divided by ``scale`` at every step, float64.
+
+    ``abar' = abar / (scale + (1 - scale) abar)`` (CogVideoX's ``snr_shift_scale``: 3 moves
+    every step towards noise).
+    """
+    alpha_bar = np.cumprod(1.0 - np.asarray(betas, dtype=np.float64))
+    alpha_bar = alpha_bar / (scale + (1.0 - scale) * alpha_bar)
+    return 1.0 - alpha_bar / np.append(1.0, alpha_bar[:-1])
+
+
+def _schedule(fields, kinds, terminal_alpha_bar=None, snr_shift_scale=1.0):
+    """The ``NoiseSchedule`` of the beta fields (``terminal_alpha_bar``: Euler's and DPM's zero-SNR patch;
+    ``snr_shift_scale``: CogVideoX's SNR shift, applied before the zero-SNR rescaling)."""
     num_timesteps = fields.get("num_train_timesteps", _positive_int)
     kind_name = fields.get("beta_schedule", tuple(kinds))
     rescale = fields.get("rescale_betas_zero_snr", (False, True))
@@ -202,20 +223,28 @@ def _schedule(fields, kinds, terminal_alpha_bar=None):
             )
         for field in ("beta_start", "beta_end", "beta_schedule"):
             fields.ignore(field, "`trained_betas` are given")
+        if snr_shift_scale != 1.0:
+            betas = shifted_snr_betas(betas, snr_shift_scale)
         if rescale:
             betas = rescale_to_zero_terminal_snr(betas)
             if terminal is not None:
                 betas[-1] = 1.0 - terminal / np.prod(1.0 - betas[:-1])
         return NoiseSchedule(BETA_SCHEDULES[kind_name], betas=betas)
     kind = BETA_SCHEDULES[kind_name]
+    shifted = snr_shift_scale != 1.0
+    zero_snr = {} if shifted else dict(rescale_zero_terminal_snr=rescale, terminal_alpha_bar=terminal)
     if kind == "cosine":
         for field in ("beta_start", "beta_end"):
             fields.ignore(field, "the squaredcos_cap_v2 schedule has no beta end points")
-        return NoiseSchedule("cosine", num_timesteps=num_timesteps, cosine_s=0.008, max_beta=0.999,
-                             rescale_zero_terminal_snr=rescale, terminal_alpha_bar=terminal)
-    start, end = fields.get("beta_start", _number), fields.get("beta_end", _number)
-    return NoiseSchedule(kind, num_timesteps=num_timesteps, beta_start=float(start), beta_end=float(end),
-                         rescale_zero_terminal_snr=rescale, terminal_alpha_bar=terminal)
+        schedule = NoiseSchedule("cosine", num_timesteps=num_timesteps, cosine_s=0.008, max_beta=0.999, **zero_snr)
+    else:
+        start, end = fields.get("beta_start", _number), fields.get("beta_end", _number)
+        schedule = NoiseSchedule(kind, num_timesteps=num_timesteps, beta_start=float(start), beta_end=float(end),
+                                 **zero_snr)
+    if not shifted:
+        return schedule
+    betas = shifted_snr_betas(schedule.betas, snr_shift_scale)  # the kind's betas shifted, then rescaled
+    return NoiseSchedule(kind, betas=rescale_to_zero_terminal_snr(betas) if rescale else betas)
 
 
 def _prediction(fields, extra=()):
@@ -379,12 +408,33 @@ def _flow_match_euler(fields, config, learn_sigma):
     return FlowMatching(shift=float(shift), num_train_timesteps=int(num_timesteps)), "euler", {}
 
 
+def _cogvideox(fields, config, learn_sigma):
+    """CogVideoX's DDIM and DPM schedulers: the SNR-shifted schedule; DDIM's stride, never clipping."""
+    shift = fields.get("snr_shift_scale", lambda v: _number(v) and v > 0)
+    schedule = _schedule(fields, ("linear", "scaled_linear", "squaredcos_cap_v2"), snr_shift_scale=float(shift))
+    prediction = _prediction(fields)
+    options = dict(previous_timestep="stride")
+    _spacing(fields, {"leading": "leading", "trailing": "trailing", "linspace": "linspace_to_zero"}, options)
+    if not fields.get("set_alpha_to_one", (True, False)):
+        options["final_timestep"] = 0
+    for field in ("clip_sample", "clip_sample_range", "sample_max_value"):
+        fields.ignore(field, f"{fields.where}.step never clips or thresholds x0")
+    if learn_sigma:
+        raise ConversionError(f"{fields.where}: the CogVideoX pipelines have no learned variance (learn_sigma=True).")
+    process = GaussianDiffusion(schedule, prediction=prediction)
+    if fields.where == "CogVideoXDPMScheduler":
+        return process, "dpmpp_2m_sde", options
+    return process, "ddim", dict(options, eta=0.0)  # its step has no noise, whatever `eta` the pipeline passes
+
+
 CONVERTERS = {
     "DDIMScheduler": _ddim,
     "DDPMScheduler": _ddpm,
     "DPMSolverMultistepScheduler": _dpm_solver,
     "EulerDiscreteScheduler": _euler,
     "FlowMatchEulerDiscreteScheduler": _flow_match_euler,
+    "CogVideoXDDIMScheduler": _cogvideox,
+    "CogVideoXDPMScheduler": _cogvideox,
 }
 
 

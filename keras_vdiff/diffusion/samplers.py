@@ -21,9 +21,9 @@ Every point of the reverse path is ``x = alpha x0 + sigma eps`` (see
 ``process.py``), so DDIM, Euler, Heun and DPM-Solver++ serve both Gaussian
 diffusion and flow matching. Papers: DDPM (Ho et al. 2020; learned variance,
 Nichol & Dhariwal 2021), DDIM (Song et al. 2021), Heun (Karras et al. 2022),
-DPM-Solver++(2M) (Lu et al. 2022), flow Euler (Esser et al. 2024).
+DPM-Solver++(2M) and its SDE form (Lu et al. 2022), flow Euler (Esser et al. 2024).
 The step rules and timestep grids follow diffusers' ``DDPMScheduler``,
-``DDIMScheduler``, ``DPMSolverMultistepScheduler`` and
+``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``CogVideoXDPMScheduler`` and
 ``FlowMatchEulerDiscreteScheduler`` (the tests check them step for step).
 """
 
@@ -433,8 +433,68 @@ class DPMSolverPlusPlus2MSampler(Sampler):
         return (x, model_carry, (x0,))
 
 
+class DPMSolverPlusPlus2MSDESampler(DPMSolverPlusPlus2MSampler):
+    """SDE-DPM-Solver++(2M), data prediction, midpoint form (Lu et al. 2022); diffusers' ``CogVideoXDPMScheduler``.
+
+    With ``h = lambda' - lambda`` (``lambda = log(alpha / sigma)``) each step is::
+
+        x' = (sigma' / sigma) e^-h x + alpha' (1 - e^-2h) D + sigma' sqrt(1 - e^-2h) z
+        D  = x0 + (h / 2 h_last) (x0 - x0_last)
+
+    ``h_last = lambda - lambda_last`` between this step's point and the previous
+    step's; ``D = x0`` (first order) at the first step and at a step that lands on
+    the final point. One noise draw per step. Infinite ``h`` (out of a zero
+    terminal SNR, into the clean point) gives the limits: no ``x`` term, ``D = x0``.
+
+    Args (beyond ``Sampler``):
+        previous_timestep: ``"next"`` or ``"stride"`` (as ``DDIMSampler``; the CogVideoX
+            scheduler lands on ``t - T // steps``).
+    """
+
+    name = "dpmpp_2m_sde"
+    stochastic = True
+    default_spacing = "trailing"
+
+    def __init__(self, process, steps, previous_timestep="next", **kwargs):
+        if not isinstance(process, GaussianDiffusion):
+            raise ValueError(
+                f"Sampler 'dpmpp_2m_sde' needs a GaussianDiffusion process, got {type(process).__name__}."
+            )
+        if "lower_order_final" in kwargs:
+            raise TypeError("Sampler 'dpmpp_2m_sde' has no `lower_order_final`: its last step is always first order.")
+        self.previous_timestep = previous_timestep
+        super().__init__(process, steps, **kwargs)
+
+    def _grid_options(self):
+        return dict(previous_timestep=self.previous_timestep)
+
+    def _tables(self):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lam = np.log(self.grid["alpha"][:-1]) - np.log(self.grid["sigma"][:-1])
+            a_next = self.grid.get("alpha_next", self.grid["alpha"][1:])
+            s_next = self.grid.get("sigma_next", self.grid["sigma"][1:])
+            h = np.log(a_next) - np.log(s_next) - lam
+            decay = np.exp(-h)  # 0 where h = inf
+            x_coef = np.where(decay > 0, s_next / self.grid["sigma"][:-1] * decay, 0.0)
+            one_minus = -np.expm1(-2.0 * h)
+            c0 = a_next * one_minus
+            lands_final = np.zeros(self.steps, bool)
+            lands_final[-1] = True
+            if self.previous_timestep == "stride":
+                lands_final = self.grid["timesteps"] - self.process.num_timesteps // self.steps < 0
+            h_last = np.append(np.inf, lam[1:] - lam[:-1])
+            ratio = np.where(np.isfinite(h_last) & np.isfinite(h), h / h_last, 0.0)
+            c1 = np.where(lands_final, 0.0, 0.5 * c0 * ratio)
+        return dict(x_coef=x_coef, c0=c0, c1=c1, noise_coef=s_next * np.sqrt(one_minus))
+
+    def step(self, model_fn, i, state, noise=None):
+        x, model_carry, sampler_carry = super().step(model_fn, i, state)
+        return (x + self.coefficient("noise_coef", i) * noise, model_carry, sampler_carry)
+
+
 SAMPLERS = {
-    cls.name: cls for cls in (DDPMSampler, DDIMSampler, EulerSampler, HeunSampler, DPMSolverPlusPlus2MSampler)
+    cls.name: cls for cls in (DDPMSampler, DDIMSampler, EulerSampler, HeunSampler, DPMSolverPlusPlus2MSampler,
+                              DPMSolverPlusPlus2MSDESampler)
 }
 
 
@@ -442,7 +502,7 @@ def get_sampler(name, process, steps, **options):
     """A sampler by name for ``process`` and ``steps``.
 
     Args:
-        name: one of ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"``, ``"dpmpp_2m"``
+        name: one of ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"``, ``"dpmpp_2m"``, ``"dpmpp_2m_sde"``
             (or a ``Sampler`` subclass).
         process: the diffusion process the backbone was trained with.
         steps: number of reverse steps.
@@ -450,8 +510,8 @@ def get_sampler(name, process, steps, **options):
             ``timestep_spacing``, ``steps_offset``, ``final_timestep``; ``eta``,
             ``use_clipped_model_output``, ``previous_timestep`` (ddim); ``variance``,
             ``final_noise`` (ddpm); ``initial_noise_scale`` (euler);
-            ``lower_order_final`` (dpmpp_2m). ``keras_vdiff.convert.schedulers``
-            chooses them to match a diffusers scheduler.
+            ``lower_order_final`` (dpmpp_2m); ``previous_timestep`` (dpmpp_2m_sde).
+            ``keras_vdiff.convert.schedulers`` chooses them to match a diffusers scheduler.
 
     Example:
         >>> sampler = get_sampler("dpmpp_2m", GaussianDiffusion("cosine"), steps=20)

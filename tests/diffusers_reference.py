@@ -88,6 +88,24 @@ def tiny_t5_tokenizer_folder(path, corpus, vocab_size=72, extra_ids=4):
     return transformers.AutoTokenizer.from_pretrained(str(path))
 
 
+def _weights_file(source):
+    import os
+
+    names = [n for n in ("model.safetensors", "diffusion_pytorch_model.safetensors")
+             if os.path.isfile(os.path.join(source, n))]
+    assert len(names) == 1, f"{source} is not a single-file model folder"
+    return names[0]
+
+
+def folder_tensors(source):
+    """The state dict (numpy) of the single-file model folder ``source`` (transformers' or diffusers' file name)."""
+    import os
+
+    from safetensors.numpy import load_file
+
+    return load_file(os.path.join(source, _weights_file(source)))
+
+
 def edited_folder(source, path, tensors=None, **config_changes):
     """A copy of the single-file model folder ``source`` at ``path`` with other ``tensors`` and config fields.
 
@@ -97,14 +115,14 @@ def edited_folder(source, path, tensors=None, **config_changes):
     import json
     import os
 
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import save_file
 
     if tensors is None:
-        tensors = load_file(os.path.join(source, "model.safetensors"))
+        tensors = folder_tensors(source)
     with open(os.path.join(source, "config.json")) as f:
         config = json.load(f)
     os.makedirs(path)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump({**config, **config_changes}, f)
-    save_file(tensors, os.path.join(path, "model.safetensors"))
+    save_file(tensors, os.path.join(path, _weights_file(source)))
     return str(path)

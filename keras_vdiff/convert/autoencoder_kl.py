@@ -36,7 +36,7 @@ matches. The attention is single-headed (head width = channels, scale
 from keras_vdiff.autoencoders.autoencoder_kl import AutoencoderKL
 from keras_vdiff.convert.checkpoint import ConversionError, assign, check_config, linear
 
-__all__ = ["convert_autoencoder_kl", "autoencoder_kl_config"]
+__all__ = ["convert_autoencoder_kl", "autoencoder_kl_config", "merged_vae_config", "build_converted", "group_norm"]
 
 WHERE = "AutoencoderKL"
 
@@ -67,27 +67,50 @@ SUPPORTED = dict(
 BLOCK_TYPES = dict(down_block_types="DownEncoderBlock2D", up_block_types="UpDecoderBlock2D")
 
 
-def autoencoder_kl_config(config):
-    """The ``AutoencoderKL`` constructor arguments of a diffusers ``config.json`` (checked; raises ``ConversionError``)."""
-    unknown = sorted(k for k in config if not k.startswith("_") and k not in DIFFUSERS_DEFAULTS)
+def merged_vae_config(config, defaults, supported, block_types, where):
+    """A diffusers VAE ``config.json`` checked and completed with ``defaults`` (diffusers' own).
+
+    Raises ``ConversionError`` for a field not in ``defaults``, a value
+    ``supported`` refuses (see ``check_config``), or ``block_types`` fields
+    (``{field: the one block class}``) with another class or not one entry per
+    ``block_out_channels`` level.
+    """
+    unknown = sorted(k for k in config if not k.startswith("_") and k not in defaults)
     if unknown:
         raise ConversionError(
-            f"{WHERE} config field(s) {unknown} are not known to this converter (a newer diffusers?); "
-            f"known: {sorted(DIFFUSERS_DEFAULTS)}."
+            f"{where} config field(s) {unknown} are not known to this converter (a newer diffusers?); "
+            f"known: {sorted(defaults)}."
         )
-    check_config(config, SUPPORTED, WHERE)
-    merged = dict(DIFFUSERS_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")})
+    check_config(config, supported, where)
+    merged = dict(defaults, **{k: v for k, v in config.items() if not k.startswith("_")})
     widths = merged["block_out_channels"]
     if not isinstance(widths, (list, tuple)) or not widths:
-        raise ConversionError(f"{WHERE} config field `block_out_channels`={widths!r} must be a non-empty list.")
-    for field, block in BLOCK_TYPES.items():
+        raise ConversionError(f"{where} config field `block_out_channels`={widths!r} must be a non-empty list.")
+    for field, block in block_types.items():
         blocks = merged[field]
         if not isinstance(blocks, (list, tuple)) or any(b != block for b in blocks):
-            raise ConversionError(f"{WHERE} config field `{field}`={blocks!r} is not supported; supported: "
+            raise ConversionError(f"{where} config field `{field}`={blocks!r} is not supported; supported: "
                                   f"{block!r} for every level.")
         if len(blocks) != len(widths):
-            raise ConversionError(f"{WHERE} config field `{field}`={blocks!r} must have one entry per "
+            raise ConversionError(f"{where} config field `{field}`={blocks!r} must have one entry per "
                                   f"`block_out_channels` level ({widths!r}).")
+    return merged
+
+
+def build_converted(cls, arguments, folder, where, dtype):
+    """``cls(**arguments, dtype=dtype)``; a layout the model rejects becomes a ``ConversionError`` naming the folder."""
+    try:
+        return cls(**arguments, dtype=dtype)
+    except ConversionError:
+        raise
+    except ValueError as error:  # e.g. groups that do not divide a width
+        raise ConversionError(f"The {where} config of {folder.path!r} does not build: {error}") from error
+
+
+def autoencoder_kl_config(config):
+    """The ``AutoencoderKL`` constructor arguments of a diffusers ``config.json`` (checked; raises ``ConversionError``)."""
+    merged = merged_vae_config(config, DIFFUSERS_DEFAULTS, SUPPORTED, BLOCK_TYPES, WHERE)
+    widths = merged["block_out_channels"]
     shift = merged["shift_factor"]
     return dict(
         in_channels=merged["in_channels"],
@@ -110,15 +133,16 @@ def _conv(folder, prefix, layer):
     assign(layer.bias, folder.take(prefix + ".bias"), prefix + ".bias")
 
 
-def _norm(folder, prefix, layer):
+def group_norm(folder, prefix, layer):
+    """A PyTorch ``GroupNorm`` (``prefix.weight``, ``.bias``) into a Keras ``GroupNormalization``."""
     assign(layer.gamma, folder.take(prefix + ".weight"), prefix + ".weight")
     assign(layer.beta, folder.take(prefix + ".bias"), prefix + ".bias")
 
 
 def _resnet(folder, prefix, block):
-    _norm(folder, prefix + ".norm1", block.norm_1)
+    group_norm(folder, prefix + ".norm1", block.norm_1)
     _conv(folder, prefix + ".conv1", block.conv_1)
-    _norm(folder, prefix + ".norm2", block.norm_2)
+    group_norm(folder, prefix + ".norm2", block.norm_2)
     _conv(folder, prefix + ".conv2", block.conv_2)
     if block.skip is not None:
         _conv(folder, prefix + ".conv_shortcut", block.skip)
@@ -133,7 +157,7 @@ _ATTENTION_NAMES = {  # diffusers' names, then the names of folders saved before
 
 
 def _attention(folder, prefix, block):
-    _norm(folder, prefix + ".group_norm", block.norm)
+    group_norm(folder, prefix + ".group_norm", block.norm)
     for attribute, names in _ATTENTION_NAMES.items():
         name = next((n for n in names if f"{prefix}.{n}.weight" in folder), names[0])  # missing: take names it
         linear(folder, f"{prefix}.{name}", getattr(block.attention, attribute))
@@ -161,12 +185,7 @@ def convert_autoencoder_kl(folder, dtype=None):
     Example:
         >>> vae = kv.convert.from_diffusers("Latte-1/vae")    # calls this
     """
-    try:
-        vae = AutoencoderKL(**autoencoder_kl_config(folder.config), dtype=dtype)
-    except ConversionError:
-        raise
-    except ValueError as error:  # a layout the model rejects (e.g. groups that do not divide a width)
-        raise ConversionError(f"The {WHERE} config of {folder.path!r} does not build: {error}") from error
+    vae = build_converted(AutoencoderKL, autoencoder_kl_config(folder.config), folder, WHERE, dtype)
     encoder, decoder = vae.encoder, vae.decoder
     levels = len(vae.block_out_channels)
 
@@ -178,7 +197,7 @@ def convert_autoencoder_kl(folder, dtype=None):
             _conv(folder, f"encoder.down_blocks.{i}.downsamplers.0.conv",
                   encoder.get_layer(f"encoder_down_{i}_downsample"))
     _mid_block(folder, "encoder", encoder, vae)
-    _norm(folder, "encoder.conv_norm_out", encoder.get_layer("encoder_out_norm"))
+    group_norm(folder, "encoder.conv_norm_out", encoder.get_layer("encoder_out_norm"))
     _conv(folder, "encoder.conv_out", encoder.get_layer("encoder_out_conv"))
     if vae.use_quant_conv:
         _conv(folder, "quant_conv", encoder.get_layer("quant_conv"))
@@ -193,7 +212,7 @@ def convert_autoencoder_kl(folder, dtype=None):
         if i < levels - 1:
             _conv(folder, f"decoder.up_blocks.{i}.upsamplers.0.conv",
                   decoder.get_layer(f"decoder_up_{i}_upsample_conv"))
-    _norm(folder, "decoder.conv_norm_out", decoder.get_layer("decoder_out_norm"))
+    group_norm(folder, "decoder.conv_norm_out", decoder.get_layer("decoder_out_norm"))
     _conv(folder, "decoder.conv_out", decoder.get_layer("decoder_out_conv"))
 
     folder.check_all_taken()

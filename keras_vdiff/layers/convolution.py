@@ -248,14 +248,32 @@ class CausalConv3D(keras.layers.Layer):
         self.conv.build((None, None, None, None, input_shape[-1]))
         self.built = True
 
-    def call(self, x):
+    def _time_padding(self, x, frames):
+        if self.temporal_padding == "replicate":
+            return ops.repeat(x[:, :1], frames, axis=1)
+        return ops.zeros_like(ops.repeat(x[:, :1], frames, axis=1))
+
+    def call(self, x, context=None):
+        """``context``: the ``dilation * (k_t - 1)`` frames that precede ``x`` (``next_context`` of the previous
+        chunk), used instead of the padding, so a video convolved chunk by chunk equals the video convolved whole."""
         time_pad, height_pad, width_pad = self._paddings()
-        if self.temporal_padding == "replicate" and time_pad[0] > 0:
-            first = ops.repeat(x[:, :1], time_pad[0], axis=1)
-            x = ops.concatenate([first, x], axis=1)
+        if time_pad[0] > 0 and (context is not None or self.temporal_padding == "replicate"):
+            before = self._time_padding(x, time_pad[0]) if context is None else ops.cast(context, x.dtype)
+            x = ops.concatenate([before, x], axis=1)
             time_pad = (0, 0)
         x = ops.pad(x, ((0, 0), time_pad, height_pad, width_pad, (0, 0)))
         return self.conv(x)
+
+    def next_context(self, x, context=None):
+        """The ``context`` of the chunk after ``x`` (its last ``dilation * (k_t - 1)`` frames, padding or
+        ``context`` in front where ``x`` is shorter); None for a kernel one frame long."""
+        frames = self._paddings()[0][0]
+        if frames == 0:
+            return None
+        if x.shape[1] is None or x.shape[1] < frames:
+            before = self._time_padding(x, frames) if context is None else ops.cast(context, x.dtype)
+            x = ops.concatenate([before, x], axis=1)
+        return x[:, -frames:]
 
     def compute_output_shape(self, input_shape):
         b, f, h, w, _ = input_shape

@@ -276,6 +276,9 @@ class T5Encoder(keras.layers.Layer):
             ``False`` returns transformers' ``last_hidden_state`` everywhere (padded
             positions attend to the valid ones and are not zero), for pipelines that
             feed those rows on as diffusers does (Latte's unmasked negative prompt).
+        attend_to_padding: treat no position as padding: every token attends to the
+            padded ones too and the mask returned is all ones (transformers' encoder
+            called without an attention mask, as CogVideoX's pipeline calls it).
         tokenizer: optional :class:`T5Tokenizer` (or any callable returning token ids) for
             string inputs; not part of the config (a task's preprocessor keeps it).
         initializer: ``"t5"`` (default: transformers' initialisation) or ``"zeros"``
@@ -306,7 +309,7 @@ class T5Encoder(keras.layers.Layer):
     def __init__(self, vocabulary_size, hidden_dim, num_layers, num_heads, head_dim, intermediate_dim,
                  activation="gelu_tanh", gated=True, relative_attention_buckets=32,
                  relative_attention_max_distance=128, layer_norm_epsilon=1e-6, pad_token_id=0, zero_padding=True,
-                 tokenizer=None, initializer="t5", **kwargs):
+                 tokenizer=None, initializer="t5", attend_to_padding=False, **kwargs):
         super().__init__(**kwargs)
         for name in ("variable_dtype", "compute_dtype"):
             if getattr(self.dtype_policy, name) not in SUPPORTED_DTYPES:
@@ -334,6 +337,7 @@ class T5Encoder(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.pad_token_id = int(pad_token_id)
         self.zero_padding = bool(zero_padding)
+        self.attend_to_padding = bool(attend_to_padding)
         self.tokenizer = tokenizer
         self.token_embedding = keras.layers.Embedding(self.vocabulary_size, self.hidden_dim,
                                                       embeddings_initializer=_initializer(initializer, 1.0),
@@ -391,6 +395,8 @@ class T5Encoder(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         token_ids, mask = self._split_inputs(inputs)
+        if self.attend_to_padding:
+            mask = ops.ones_like(mask)
         x = self.token_embedding(token_ids)
         # Padded keys get a large negative logit; padded queries still attend to the valid keys.
         padding_bias = ops.where(mask, 0.0, MASKED)[:, None, None, :]
@@ -426,6 +432,7 @@ class T5Encoder(keras.layers.Layer):
             layer_norm_epsilon=self.layer_norm_epsilon,
             pad_token_id=self.pad_token_id,
             zero_padding=self.zero_padding,
+            attend_to_padding=self.attend_to_padding,
         )
         return config
 

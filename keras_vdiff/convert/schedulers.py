@@ -21,6 +21,9 @@ diffusers class                     sampler    notes
                                                lower-order-final rule
 ``EulerDiscreteScheduler``          euler      fractional linspace grid, ``init_noise_sigma``
 ``FlowMatchEulerDiscreteScheduler`` euler      ``FlowMatching(shift=...)``
+``UniPCMultistepScheduler``         unipc      bh1 / bh2, any order, predict_x0; Gaussian
+                                               or ``use_flow_sigmas`` (``FlowMatching(shift=
+                                               flow_shift)``, Wan's)
 ``CogVideoXDDIMScheduler``          ddim       eta 0, the stride; the schedule's SNR divided
                                                by ``snr_shift_scale`` before the zero-SNR
                                                rescaling; its step never clips
@@ -88,6 +91,12 @@ SCHEDULER_DEFAULTS = {
         base_image_seq_len=256, max_image_seq_len=4096, invert_sigmas=False, shift_terminal=None,
         use_karras_sigmas=False, use_exponential_sigmas=False, use_beta_sigmas=False,
         time_shift_type="exponential", stochastic_sampling=False),
+    "UniPCMultistepScheduler": dict(
+        _GAUSSIAN_BASE, **_THRESHOLDS, timestep_spacing="linspace", solver_order=2, predict_x0=True,
+        solver_type="bh2", lower_order_final=True, disable_corrector=[], solver_p=None, use_karras_sigmas=False,
+        use_exponential_sigmas=False, use_beta_sigmas=False, use_flow_sigmas=False, flow_shift=1.0,
+        final_sigmas_type="zero", use_dynamic_shifting=False, time_shift_type="exponential", sigma_min=None,
+        sigma_max=None, shift_terminal=None),
     "CogVideoXDDIMScheduler": _COGVIDEOX,
     "CogVideoXDPMScheduler": _COGVIDEOX,
 }
@@ -105,7 +114,8 @@ class SchedulerConversion:
 
     Attributes:
         process: the ``GaussianDiffusion`` (schedule, prediction, learned sigma) or ``FlowMatching``.
-        sampler: the sampler name (``"ddim"``, ``"ddpm"``, ``"dpmpp_2m"``, ``"dpmpp_2m_sde"``, ``"euler"``).
+        sampler: the sampler name (``"ddim"``, ``"ddpm"``, ``"dpmpp_2m"``, ``"dpmpp_2m_sde"``, ``"euler"``,
+            ``"unipc"``).
         sampler_options: JSON-friendly keyword arguments of that sampler (``timestep_spacing``,
             ``thresholding`` as a dict, ...): ``get_sampler(sampler, process, steps, **sampler_options)``.
         scheduler_class: the diffusers class name.
@@ -408,6 +418,67 @@ def _flow_match_euler(fields, config, learn_sigma):
     return FlowMatching(shift=float(shift), num_train_timesteps=int(num_timesteps)), "euler", {}
 
 
+# diffusers' UniPC accepts DPM-Solver's solver types and runs them as bh2.
+UNIPC_SOLVER_TYPES = {"bh1": "bh1", "bh2": "bh2", "midpoint": "bh2", "heun": "bh2", "logrho": "bh2"}
+
+
+def _unipc(fields, config, learn_sigma):
+    """UniPC: the Gaussian grid (DPM-Solver's spacings) or, with ``use_flow_sigmas``, flow matching."""
+    where = fields.where
+    for field in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_dynamic_shifting",
+                  "solver_p", "shift_terminal"):
+        fields.get(field, _is_false)
+    for field in ("sigma_min", "sigma_max"):
+        fields.ignore(field, "used only with Karras / exponential / beta sigmas")
+    fields.ignore("time_shift_type", "used only with `use_dynamic_shifting=True`")
+    fields.get("predict_x0", (True,))
+    order = fields.get("solver_order", _positive_int)
+    solver_type = UNIPC_SOLVER_TYPES[fields.get("solver_type", tuple(UNIPC_SOLVER_TYPES))]
+    lower_order_final = fields.get("lower_order_final", (True, False))
+    disabled = fields.get("disable_corrector", lambda v: isinstance(v, list) and all(map(_non_negative_int, v)))
+    final = fields.get("final_sigmas_type", ("zero", "sigma_min"))
+    flow = fields.get("use_flow_sigmas", (False, True))
+    options = {}
+    for name, value, default in (("solver_order", order, 2), ("solver_type", solver_type, "bh2"),
+                                 ("lower_order_final", lower_order_final, True),
+                                 ("disable_corrector", list(disabled), [])):
+        if value != default:
+            options[name] = value
+    if final == "zero":  # diffusers' last step into sigma = 0 divides by an infinite log-SNR step
+        if solver_type == "bh1":
+            raise ConversionError(f"{where} config field `solver_type`={config['solver_type']!r} with "
+                                  "final_sigmas_type='zero' is not supported: diffusers' last step is NaN "
+                                  "(B(h) = -h is infinite there).")
+        if not lower_order_final and order > 1:
+            raise ConversionError(f"{where} config field `lower_order_final`=False with solver_order={order} and "
+                                  "final_sigmas_type='zero' is not supported: diffusers' last step diverges.")
+    threshold = _thresholding(fields, clipping=False)
+    if threshold:
+        options["thresholding"] = threshold
+    if flow:
+        fields.get("prediction_type", ("flow_prediction",))
+        shift = fields.get("flow_shift", lambda v: _number(v) and v > 0)
+        num_timesteps = fields.get("num_train_timesteps", _positive_int)
+        if final != "zero":
+            raise ConversionError(f"{where} config field `final_sigmas_type`={final!r} with use_flow_sigmas=True is "
+                                  "not supported: its last step does not move (a zero log-SNR step).")
+        for field in ("beta_start", "beta_end", "beta_schedule", "trained_betas", "rescale_betas_zero_snr"):
+            fields.ignore(field, "the flow sigmas do not use the betas")
+        for field in ("timestep_spacing", "steps_offset"):
+            fields.ignore(field, "the flow sigmas have their own grid")
+        if learn_sigma:
+            raise ConversionError(f"{where}: flow matching has no learned variance (learn_sigma=True).")
+        return FlowMatching(shift=float(shift), num_train_timesteps=int(num_timesteps)), "unipc", options
+    fields.ignore("flow_shift", "used only with `use_flow_sigmas=True`")
+    schedule = _schedule(fields, ("linear", "scaled_linear", "squaredcos_cap_v2"), ZERO_SNR_TERMINAL_ALPHA_BAR)
+    prediction = _prediction(fields)
+    _spacing(fields, {"linspace": "linspace", "leading": "leading_skip_zero", "trailing": "trailing"}, options)
+    if final == "sigma_min":
+        options["final_timestep"] = 0
+    learn = _learn_sigma(learn_sigma, config.get("variance_type"))
+    return GaussianDiffusion(schedule, prediction=prediction, learn_sigma=learn), "unipc", options
+
+
 def _cogvideox(fields, config, learn_sigma):
     """CogVideoX's DDIM and DPM schedulers: the SNR-shifted schedule; DDIM's stride, never clipping."""
     shift = fields.get("snr_shift_scale", lambda v: _number(v) and v > 0)
@@ -433,6 +504,7 @@ CONVERTERS = {
     "DPMSolverMultistepScheduler": _dpm_solver,
     "EulerDiscreteScheduler": _euler,
     "FlowMatchEulerDiscreteScheduler": _flow_match_euler,
+    "UniPCMultistepScheduler": _unipc,
     "CogVideoXDDIMScheduler": _cogvideox,
     "CogVideoXDPMScheduler": _cogvideox,
 }

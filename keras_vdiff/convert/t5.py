@@ -140,13 +140,14 @@ def convert_t5_encoder(folder, dtype=None):
 
 
 def convert_umt5_encoder(folder, dtype=None):
-    """A built ``kv.text.UMT5Encoder`` with every tensor of a ``UMT5EncoderModel`` folder assigned (Wan's text encoder).
+    """A built ``kv.text.UMT5Encoder`` with every tensor of a ``UMT5EncoderModel`` folder assigned (Wan's encoder).
 
     The same tensor names as T5's, with ``encoder.block.{i}.layer.0.SelfAttention.relative_attention_bias.weight``
     in every block. UMT5-XXL has 5.7 B parameters: 23 GB in float32, 11.4 GB with ``dtype="bfloat16"``.
 
     Args:
-        folder: a ``PretrainedFolder`` of a transformers ``UMT5EncoderModel`` (e.g. ``Wan2.1-T2V-1.3B-Diffusers/text_encoder``).
+        folder: a ``PretrainedFolder`` of a transformers ``UMT5EncoderModel``
+            (e.g. ``Wan2.1-T2V-1.3B-Diffusers/text_encoder``).
         dtype: ``"float32"`` (default), ``"bfloat16"`` or ``"mixed_bfloat16"``.
 
     Returns:
@@ -155,7 +156,7 @@ def convert_umt5_encoder(folder, dtype=None):
     Example:
         >>> encoder = kv.convert.from_diffusers("Wan2.1-T2V-1.3B-Diffusers/text_encoder", dtype="bfloat16")
         >>> tokenizer = tokenizer_from_folder("Wan2.1-T2V-1.3B-Diffusers/tokenizer", sequence_length=512)
-        >>> embeddings, mask, _ = encoder(tokenizer(["a cat walking on grass"]))   # (1, 512, 4096), zeros after the prompt
+        >>> embeddings, mask, _ = encoder(tokenizer(["a cat walking on grass"]))   # (1, 512, 4096), zeros after it
     """
     return _convert_encoder(folder, dtype, "UMT5EncoderModel")
 

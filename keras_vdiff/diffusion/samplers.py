@@ -21,7 +21,8 @@ Every point of the reverse path is ``x = alpha x0 + sigma eps`` (see
 ``process.py``), so DDIM, Euler, Heun and DPM-Solver++ serve both Gaussian
 diffusion and flow matching. Papers: DDPM (Ho et al. 2020; learned variance,
 Nichol & Dhariwal 2021), DDIM (Song et al. 2021), Heun (Karras et al. 2022),
-DPM-Solver++(2M) and its SDE form (Lu et al. 2022), flow Euler (Esser et al. 2024).
+DPM-Solver++(2M) and its SDE form (Lu et al. 2022), flow Euler (Esser et al. 2024),
+UniPC (Zhao et al. 2023; diffusers' ``UniPCMultistepScheduler``, Wan's sampler).
 The step rules and timestep grids follow diffusers' ``DDPMScheduler``,
 ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``CogVideoXDPMScheduler`` and
 ``FlowMatchEulerDiscreteScheduler`` (the tests check them step for step).
@@ -31,6 +32,7 @@ import numpy as np
 from keras import ops
 
 from keras_vdiff.diffusion.gaussian import GaussianDiffusion
+from keras_vdiff.diffusion.schedules import shift_flow_time
 from keras_vdiff.diffusion.thresholding import Thresholding
 
 DDPM_VARIANCES = ("fixed_small", "fixed_large", "learned")
@@ -65,8 +67,8 @@ class Sampler:
         self.process = process
         self.steps = steps
         self.thresholding = Thresholding.from_argument(thresholding)
-        self.grid = process.sampling_grid(steps, timestep_spacing or self.default_spacing, steps_offset=steps_offset,
-                                          final_timestep=final_timestep, **self._grid_options())
+        self.grid = self._sampling_grid(steps, timestep_spacing or self.default_spacing, steps_offset=steps_offset,
+                                        final_timestep=final_timestep, **self._grid_options())
         self.model_timesteps = self.grid["model_timesteps"]
         alpha, sigma = self.grid["alpha"], self.grid["sigma"]
         self.tables = dict(
@@ -85,6 +87,10 @@ class Sampler:
 
     def _grid_options(self):
         return {}
+
+    def _sampling_grid(self, steps, spacing, **options):
+        """The run's grid: the process' ``sampling_grid`` (a sampler with a grid of its own overrides this)."""
+        return self.process.sampling_grid(steps, spacing, **options)
 
     def _tables(self):
         return {}
@@ -492,9 +498,179 @@ class DPMSolverPlusPlus2MSDESampler(DPMSolverPlusPlus2MSampler):
         return (x + self.coefficient("noise_coef", i) * noise, model_carry, sampler_carry)
 
 
+UNIPC_SOLVER_TYPES = ("bh1", "bh2")
+UNIPC_FLOW_FIRST_SIGMA_OFFSET = 1e-6  # diffusers moves a first flow sigma of 1 to 1 - 1e-6 (finite log-SNR)
+
+
+def unipc_flow_grid(process, steps):
+    """diffusers' ``UniPCMultistepScheduler(use_flow_sigmas=True)`` grid for a ``FlowMatching`` process.
+
+    Times ``linspace(1, 1 / T, steps + 1)`` without the last, shifted by the process' ``shift``,
+    the first moved off 1 by 1e-6 (its log-SNR stays finite), then 0. The backbone gets
+    ``int(t * T)`` (truncated, as diffusers' int64 timesteps); the solver uses the times
+    rounded to float32, as diffusers' sigmas are.
+    """
+    T = process.num_train_timesteps
+    times = shift_flow_time(np.linspace(1.0, 1.0 / T, steps + 1)[:-1], process.shift)
+    if abs(times[0] - 1.0) < UNIPC_FLOW_FIRST_SIGMA_OFFSET:
+        times[0] -= UNIPC_FLOW_FIRST_SIGMA_OFFSET
+    model_timesteps = (times * T).astype(np.int64).astype(np.float32)
+    times = np.append(times, 0.0).astype(np.float32).astype(np.float64)
+    return dict(timesteps=times[:-1], model_timesteps=model_timesteps, alpha=1.0 - times, sigma=times)
+
+
+def _unipc_terms(lam, source, target, order, solver_type, corrector):
+    """One UniP (``corrector=False``) or UniC update from grid point ``source`` to ``target`` in data prediction.
+
+    Returns ``(h_phi_1, B_h, rhos, r)``: ``e^-h - 1``, ``B(h)``, the weights of the
+    differences ``D_k = (m_{source-k} - m_source) / r_k`` (k = 1..order-1; the
+    corrector's last weight multiplies ``m_target - m_source``) and the ratios
+    ``r_k = (lambda_{source-k} - lambda_source) / h``.
+    """
+    h = lam[target] - lam[source]
+    hh = -h
+    h_phi_1 = np.expm1(hh)
+    b_h = hh if solver_type == "bh1" else np.expm1(hh)
+    r = [(lam[source - k] - lam[source]) / h for k in range(1, order)]
+    unknowns = order if corrector else order - 1
+    if unknowns == 0:
+        return h_phi_1, b_h, [], r
+    if unknowns == 1 and (corrector or order == 2):  # diffusers' closed forms for orders 1 (UniC) and 2 (UniP)
+        return h_phi_1, b_h, [0.5], r
+    h_phi_k, factorial, b = h_phi_1 / hh - 1.0, 1, []
+    for i in range(1, order + 1):
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= i + 1
+        h_phi_k = h_phi_k / hh - 1.0 / factorial
+    R = np.array([[rk ** (i - 1) for rk in r + [1.0]] for i in range(1, order + 1)])
+    rhos = np.linalg.solve(R[:unknowns, :unknowns], np.array(b[:unknowns]))
+    return h_phi_1, b_h, list(rhos), r
+
+
+class UniPCSampler(Sampler):
+    """UniPC (Zhao et al. 2023): multistep UniP predictor + UniC corrector, data prediction; one evaluation per step.
+
+    diffusers' ``UniPCMultistepScheduler`` with ``predict_x0=True`` (its default): at
+    step i the model's x0 at the predicted point first corrects that point (UniC,
+    from the previous point with the new x0; not at the first step), then UniP
+    extrapolates the history of x0 predictions to the next point. Every update
+    is linear in ``(x, x_previous, x0_i, x0_{i-1}, ...)`` with coefficients that
+    depend on the grid only, precomputed in ``_tables`` (the step has no branches).
+
+    On a ``GaussianDiffusion`` the grid is the process' (``timestep_spacing``
+    default ``"linspace"``, diffusers' UniPC default). On ``FlowMatching`` it is
+    diffusers' ``use_flow_sigmas`` grid (:func:`unipc_flow_grid`, shifted by the
+    process' ``shift``: Wan's ``flow_shift``), with ``alpha = 1 - t``, ``sigma = t``.
+
+    Args (beyond ``Sampler``):
+        solver_order: order of the predictor (2, diffusers' default and Wan's; any
+            positive integer). The first steps warm up from order 1.
+        solver_type: ``"bh2"`` (default, ``B(h) = e^-h - 1``) or ``"bh1"`` (``B(h) = -h``).
+        lower_order_final: the last steps use lower orders (``min(order, steps - i)``,
+            diffusers' rule, whatever the number of steps). A last step into the
+            clean point is first order either way (diffusers' higher order there
+            divides by an infinite step and diverges).
+        disable_corrector: step indices whose corrector is skipped (diffusers'
+            ``disable_corrector`` list: index i skips the correction at step i + 1).
+
+    Example:
+        >>> sampler = get_sampler("unipc", FlowMatching(shift=3.0), steps=50)   # Wan 2.1's scheduler
+    """
+
+    name = "unipc"
+
+    def __init__(self, process, steps, solver_order=2, solver_type="bh2", lower_order_final=True,
+                 disable_corrector=(), **kwargs):
+        if isinstance(solver_order, bool) or not isinstance(solver_order, (int, np.integer)) or solver_order < 1:
+            raise ValueError(f"`solver_order` must be a positive integer, got {solver_order!r}.")
+        if solver_type not in UNIPC_SOLVER_TYPES:
+            raise ValueError(f"`solver_type` must be one of {UNIPC_SOLVER_TYPES}, got {solver_type!r}.")
+        disabled = tuple(disable_corrector)
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in disabled):
+            raise ValueError(f"`disable_corrector` must be a list of step indices, got {disable_corrector!r}.")
+        self.solver_order = int(solver_order)
+        self.solver_type = solver_type
+        self.lower_order_final = bool(lower_order_final)
+        self.disable_corrector = tuple(int(i) for i in disabled)
+        super().__init__(process, steps, **kwargs)
+
+    def _sampling_grid(self, steps, spacing, steps_offset=0, final_timestep=None):
+        if isinstance(self.process, GaussianDiffusion):
+            return self.process.sampling_grid(steps, spacing, steps_offset=steps_offset,
+                                              final_timestep=final_timestep)
+        for name, value, default in (("steps_offset", steps_offset, 0), ("final_timestep", final_timestep, None)):
+            if value != default:
+                raise ValueError(f"`{name}`={value!r} applies to Gaussian diffusion only, not to flow matching.")
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+        return unipc_flow_grid(self.process, steps)
+
+    def _orders(self):
+        """The predictor's order at each step: warm-up, diffusers' lower-order-final rule, first order into x0."""
+        n, sigma = self.steps, self.grid["sigma"]
+        orders = [min(self.solver_order, i + 1, n - i if self.lower_order_final else self.solver_order)
+                  for i in range(n)]
+        return [1 if sigma[i + 1] == 0 else order for i, order in enumerate(orders)]
+
+    def _tables(self):
+        a, s = self.grid["alpha"], self.grid["sigma"]
+        n, p = self.steps, self.solver_order
+        with np.errstate(divide="ignore"):
+            lam = np.log(a) - np.log(s)
+        if not np.all(np.isfinite(lam[:-1])):
+            raise ValueError("Sampler 'unipc' needs a finite log-SNR at every grid point but the last (alpha > 0 and "
+                             "sigma > 0); a zero-terminal-SNR schedule needs its last alpha_bar patched above 0 "
+                             "(diffusers' 2**-24).")
+        orders = self._orders()
+        tables = {name: np.zeros(n) for name in ["c_x", "c_prev", "p_x"] + [f"c_m{j}" for j in range(p + 1)]
+                  + [f"p_m{j}" for j in range(p)]}
+        for i in range(n):
+            # UniC at point i from point i - 1 with the order of the step that predicted it.
+            if i == 0 or i - 1 in self.disable_corrector:
+                tables["c_x"][i] = 1.0
+            else:
+                q = orders[i - 1]
+                h_phi_1, b_h, rhos, r = _unipc_terms(lam, i - 1, i, q, self.solver_type, corrector=True)
+                scale = a[i] * b_h
+                tables["c_prev"][i] = s[i] / s[i - 1]
+                tables["c_m0"][i] = -scale * rhos[-1]
+                tables["c_m1"][i] = -a[i] * h_phi_1 + scale * rhos[-1] + scale * sum(
+                    rho / rk for rho, rk in zip(rhos[:-1], r))
+                for k in range(1, q):
+                    tables[f"c_m{k + 1}"][i] = -scale * rhos[k - 1] / r[k - 1]
+            # UniP from point i to i + 1.
+            q = orders[i]
+            h_phi_1, b_h, rhos, r = _unipc_terms(lam, i, i + 1, q, self.solver_type, corrector=False)
+            tables["p_x"][i] = s[i + 1] / s[i]
+            tables["p_m0"][i] = -a[i + 1] * h_phi_1 + sum(a[i + 1] * b_h * rho / rk for rho, rk in zip(rhos, r))
+            for k in range(1, q):
+                tables[f"p_m{k}"][i] = -a[i + 1] * b_h * rhos[k - 1] / r[k - 1]
+        for name, values in tables.items():
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"Sampler 'unipc': non-finite coefficient {name!r} on this grid.")
+        return tables
+
+    def _initial_carry(self, x):
+        zeros = ops.zeros_like(ops.cast(x, "float32"))
+        return (zeros,) * (self.solver_order + 1)  # the previous point, then x0 of the last `solver_order` steps
+
+    def step(self, model_fn, i, state, noise=None):
+        x, model_carry, (previous, *history) = state
+        c = lambda name: self.coefficient(name, i)  # noqa: E731
+        x0, _, _, model_carry = self.evaluate(model_fn, x, c("model_t"), c("alpha"), c("sigma"), model_carry)
+        outputs = [x0] + history  # x0 at steps i, i - 1, ..., i - solver_order
+        x = c("c_x") * x + c("c_prev") * previous
+        for j, output in enumerate(outputs):
+            x = x + c(f"c_m{j}") * output
+        x_next = c("p_x") * x
+        for j, output in enumerate(outputs[:-1]):
+            x_next = x_next + c(f"p_m{j}") * output
+        return (x_next, model_carry, (x, *outputs[:-1]))
+
+
 SAMPLERS = {
     cls.name: cls for cls in (DDPMSampler, DDIMSampler, EulerSampler, HeunSampler, DPMSolverPlusPlus2MSampler,
-                              DPMSolverPlusPlus2MSDESampler)
+                              DPMSolverPlusPlus2MSDESampler, UniPCSampler)
 }
 
 
@@ -502,7 +678,7 @@ def get_sampler(name, process, steps, **options):
     """A sampler by name for ``process`` and ``steps``.
 
     Args:
-        name: one of ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"``, ``"dpmpp_2m"``, ``"dpmpp_2m_sde"``
+        name: one of ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"``, ``"dpmpp_2m"``, ``"dpmpp_2m_sde"``, ``"unipc"``
             (or a ``Sampler`` subclass).
         process: the diffusion process the backbone was trained with.
         steps: number of reverse steps.
@@ -510,7 +686,8 @@ def get_sampler(name, process, steps, **options):
             ``timestep_spacing``, ``steps_offset``, ``final_timestep``; ``eta``,
             ``use_clipped_model_output``, ``previous_timestep`` (ddim); ``variance``,
             ``final_noise`` (ddpm); ``initial_noise_scale`` (euler);
-            ``lower_order_final`` (dpmpp_2m); ``previous_timestep`` (dpmpp_2m_sde).
+            ``lower_order_final`` (dpmpp_2m); ``previous_timestep`` (dpmpp_2m_sde); ``solver_order``,
+            ``solver_type``, ``lower_order_final``, ``disable_corrector`` (unipc).
             ``keras_vdiff.convert.schedulers`` chooses them to match a diffusers scheduler.
 
     Example:

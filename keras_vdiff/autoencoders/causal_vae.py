@@ -229,7 +229,7 @@ class CausalVideoVAE(KLAutoencoder):
 
     def latent_num_frames(self, num_frames):
         """``1 + k * m`` video frames -> ``1 + m`` latent frames (a clear error for other counts)."""
-        num_frames = super().latent_num_frames(num_frames)
+        num_frames = KLAutoencoder.latent_num_frames(self, num_frames)  # not super(): WanVAE shares this
         k = self.temporal_downsampling
         if (num_frames - 1) % k:
             raise ValueError(
@@ -240,7 +240,7 @@ class CausalVideoVAE(KLAutoencoder):
 
     def pixel_num_frames(self, latent_frames):
         """``1 + m`` latent frames decode to ``1 + k * m`` video frames."""
-        return 1 + self.temporal_downsampling * (super().pixel_num_frames(latent_frames) - 1)
+        return 1 + self.temporal_downsampling * (KLAutoencoder.pixel_num_frames(self, latent_frames) - 1)
 
     def compute_latent_shape(self, input_shape):
         """Batched ``(B, F, H, W, C)`` -> ``(B, 1 + (F - 1) / k, H / s, W / s, latent)``; images ``(B, H, W, C)`` too."""

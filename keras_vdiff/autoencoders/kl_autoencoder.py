@@ -97,29 +97,44 @@ class KLAutoencoder(keras.Model):
         logvar = ops.clip(ops.cast(logvar, "float32"), *LOGVAR_RANGE)
         return mean, logvar
 
-    def encode(self, videos):
+    def encode(self, videos, sample=False, seed=None):
         """Videos or images in [-1, 1] (or uint8) -> scaled latents: ``(mean - shift) * scaling``.
 
-        Deterministic (the posterior mean). Gradients do not flow into the
+        Deterministic (the posterior mean) unless ``sample``. Gradients do not flow into the
         encoder from here (it is the inference path; training uses ``fit``),
         but freeze the autoencoder (``vae.trainable = False``) before handing it
         to ``VideoDiffusion`` so the optimizer leaves its weights alone.
 
         Args:
             videos: ``(B, F, H, W, C)`` or ``(B, H, W, C)``.
+            sample: scale a draw ``mean + sigma * eps`` of the posterior instead of its mean
+                (diffusers' ``latent_dist.sample()``).
+            seed: seed of ``eps`` (an int or a ``keras.random.SeedGenerator``); None: the model's generator.
 
         Returns: float32 latents, ``(B, F', h, w, latent_channels)`` or ``(B, h, w, latent_channels)``.
         """
         x = videos_to_unit_range(self._checked_pixels(videos))
-        mean, _ = self._moments(x)
-        return ops.stop_gradient((mean - self.shift_factor) * self.scaling_factor)
+        mean, logvar = self._moments(x)
+        if sample:
+            noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator if seed is None else seed)
+            mean = mean + ops.exp(0.5 * logvar) * noise
+        return ops.stop_gradient(self.normalize_latents(mean))
 
     def decode(self, latents):
         """Scaled latents -> videos (or images) in [-1, 1], float32 (clipped)."""
         latents = ops.convert_to_tensor(latents)
         self._check_rank(latents, "latents")
-        z = ops.cast(latents, "float32") / self.scaling_factor + self.shift_factor
+        z = self.denormalize_latents(ops.cast(latents, "float32"))
         return ops.clip(ops.cast(self.reconstruct(z), "float32"), -1.0, 1.0)
+
+    def normalize_latents(self, z):
+        """Posterior latents -> the diffusion model's latents, ``(z - shift_factor) * scaling_factor``
+        (a subclass with per-channel statistics overrides this and :meth:`denormalize_latents`)."""
+        return (z - self.shift_factor) * self.scaling_factor
+
+    def denormalize_latents(self, latents):
+        """The inverse of :meth:`normalize_latents`: ``latents / scaling_factor + shift_factor``."""
+        return latents / self.scaling_factor + self.shift_factor
 
     def latent_num_frames(self, num_frames):
         """Frames of the latent of a ``num_frames``-frame video (frame-wise autoencoders keep them)."""

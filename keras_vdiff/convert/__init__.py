@@ -10,6 +10,7 @@ matching keras_vdiff object, on whichever Keras backend is active:
 ``LatteTransformer3DModel``        ``kv.models.Latte``
 ``CogVideoXTransformer3DModel``    ``kv.models.CogVideoX``
 ``AutoencoderKL``                  ``kv.autoencoders.AutoencoderKL``
+``AutoencoderKLWan``               ``kv.autoencoders.WanVAE``
 ``AutoencoderKLCogVideoX``         ``kv.autoencoders.CogVideoXVAE``
 ``T5EncoderModel``                 ``kv.text.T5Encoder``
 ``UMT5EncoderModel``               ``kv.text.UMT5Encoder``
@@ -38,6 +39,7 @@ MODEL_CONVERTERS = {
     "LatteTransformer3DModel": "keras_vdiff.convert.latte:convert_latte",
     "CogVideoXTransformer3DModel": "keras_vdiff.convert.cogvideox:convert_cogvideox",
     "AutoencoderKL": "keras_vdiff.convert.autoencoder_kl:convert_autoencoder_kl",
+    "AutoencoderKLWan": "keras_vdiff.convert.wan_vae:convert_wan_vae",
     "AutoencoderKLCogVideoX": "keras_vdiff.convert.cogvideox_vae:convert_cogvideox_vae",
     "T5EncoderModel": "keras_vdiff.convert.t5:convert_t5_encoder",
     "UMT5EncoderModel": "keras_vdiff.convert.t5:convert_umt5_encoder",

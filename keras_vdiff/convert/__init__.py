@@ -9,6 +9,7 @@ matching keras_vdiff object, on whichever Keras backend is active:
 ``DiTTransformer2DModel``          ``kv.models.DiT``
 ``LatteTransformer3DModel``        ``kv.models.Latte``
 ``CogVideoXTransformer3DModel``    ``kv.models.CogVideoX``
+``WanTransformer3DModel``          ``kv.models.Wan``
 ``AutoencoderKL``                  ``kv.autoencoders.AutoencoderKL``
 ``AutoencoderKLWan``               ``kv.autoencoders.WanVAE``
 ``AutoencoderKLCogVideoX``         ``kv.autoencoders.CogVideoXVAE``
@@ -38,6 +39,7 @@ MODEL_CONVERTERS = {
     "DiTTransformer2DModel": "keras_vdiff.convert.dit:convert_dit",
     "LatteTransformer3DModel": "keras_vdiff.convert.latte:convert_latte",
     "CogVideoXTransformer3DModel": "keras_vdiff.convert.cogvideox:convert_cogvideox",
+    "WanTransformer3DModel": "keras_vdiff.convert.wan:convert_wan",
     "AutoencoderKL": "keras_vdiff.convert.autoencoder_kl:convert_autoencoder_kl",
     "AutoencoderKLWan": "keras_vdiff.convert.wan_vae:convert_wan_vae",
     "AutoencoderKLCogVideoX": "keras_vdiff.convert.cogvideox_vae:convert_cogvideox_vae",

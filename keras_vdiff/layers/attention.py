@@ -34,8 +34,10 @@ def _rms_norm(name, dtype_policy):
     return keras.layers.RMSNormalization(axis=-1, epsilon=1e-6, name=name, dtype=dtype_policy)
 
 
-# `qk_norm` values: off, RMS norm (True is its old spelling), or LayerNorm with scale and offset (CogVideoX).
-QK_NORMS = (False, True, "rms_norm", "layer_norm")
+# `qk_norm` values: off, RMS norm (True is its old spelling), or LayerNorm with scale and offset (CogVideoX), per
+# head; or one RMS norm over all heads' channels together (Wan: diffusers' "rms_norm_across_heads").
+QK_NORMS = (False, True, "rms_norm", "layer_norm", "rms_norm_across_heads")
+ACROSS_HEADS = "rms_norm_across_heads"
 
 
 def _qk_norm(kind, name, dtype_policy):
@@ -60,7 +62,8 @@ class Attention(keras.layers.Layer):
         output_dim: width of the output; defaults to the width of ``x``.
         use_bias: biases on the q/k/v projections (DiT: True).
         qk_norm: normalise queries and keys per head: ``True`` / ``"rms_norm"`` (RMS norm, SD3) or
-            ``"layer_norm"`` (LayerNorm with learned scale and offset, CogVideoX); ``False``: none.
+            ``"layer_norm"`` (LayerNorm with learned scale and offset, CogVideoX); ``"rms_norm_across_heads"``:
+            one RMS norm over the ``num_heads * head_dim`` channels before the head split (Wan); ``False``: none.
         zero_init_output: start the output projection at zero, so the residual
             branch is the identity at initialisation (temporal layers that are
             inserted into a pretrained model, cross-attention in adaLN-Zero blocks).
@@ -134,8 +137,10 @@ class Attention(keras.layers.Layer):
         )
         self.output_projection.build((None, self.num_heads * self.head_dim))
         if self.qk_norm:
-            self.query_norm.build((None, None, self.num_heads, self.head_dim))
-            self.key_norm.build((None, None, self.num_heads, self.head_dim))
+            norm_shape = (None, None) + ((self.num_heads * self.head_dim,) if self.qk_norm == ACROSS_HEADS
+                                         else (self.num_heads, self.head_dim))
+            self.query_norm.build(norm_shape)
+            self.key_norm.build(norm_shape)
         self.built = True
 
     def _heads(self, x):
@@ -143,10 +148,11 @@ class Attention(keras.layers.Layer):
 
     def project_qkv(self, x, context):
         """Queries from ``x``, keys and values from ``context`` as (B, T, H, Dh)."""
-        q = self._heads(self.query(x))
-        k = self._heads(self.key(context))
-        v = self._heads(self.value(context))
-        if self.qk_norm:
+        q, k = self.query(x), self.key(context)
+        if self.qk_norm == ACROSS_HEADS:
+            q, k = self.query_norm(q), self.key_norm(k)
+        q, k, v = self._heads(q), self._heads(k), self._heads(self.value(context))
+        if self.qk_norm and self.qk_norm != ACROSS_HEADS:
             q, k = self.query_norm(q), self.key_norm(k)
         return q, k, v
 

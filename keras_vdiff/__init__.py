@@ -16,5 +16,6 @@ from keras_vdiff import tasks
 from keras_vdiff.tasks import FrameConditionedDiffusion, TextToVideoPreprocessor, VideoDiffusion
 from keras_vdiff import training
 from keras_vdiff import convert
+from keras_vdiff import distribution
 
 __version__ = "0.1.0"

@@ -19,6 +19,7 @@ import numpy as np
 import keras_hub
 
 from keras_vdiff.atomic_files import staged_directory
+from keras_vdiff.models import lora
 from keras_vdiff.presets import pipeline_format, registry
 from keras_vdiff.presets.loading import weights_to_load
 # Moved to keras_vdiff.validation; kept importable here under their old names.
@@ -40,14 +41,21 @@ class VideoBackbone(keras_hub.models.Backbone):
     def __new__(cls, *args, **kwargs):
         # Checked before the family's __init__ runs: Keras' functional model ignores unknown keywords,
         # so `Latte(hidden_dimm=64)` would silently build the default width. Name the typo instead.
-        check_keywords(cls, kwargs, VideoBackbone, allowed=("inputs", "outputs"))
+        check_keywords(cls, kwargs, VideoBackbone, allowed=("inputs", "outputs", "remat"))
         return super().__new__(cls, *args, **kwargs)
+
+    def __init__(self, *args, remat=False, **kwargs):
+        """``remat=True`` checkpoints every block (``keras.RematScope``; ``models/lora.remat_blocks``)."""
+        super().__init__(*args, **kwargs)
+        self.remat = bool(remat)
+        if self.remat:
+            lora.remat_blocks(self)
 
     @classmethod
     def constructor_arguments(cls):
         """The keyword arguments ``cls(...)`` accepts: its parameters (and those its ``**kwargs`` forward to
-        its parent families') plus ``name``, ``trainable`` and ``dtype``."""
-        return constructor_arguments(cls, VideoBackbone)
+        its parent families') plus ``name``, ``trainable``, ``dtype`` and ``remat``."""
+        return constructor_arguments(cls, VideoBackbone) + ["remat"]
 
     def __call__(self, inputs, *args, **kwargs):
         if isinstance(inputs, dict):
@@ -174,6 +182,39 @@ class VideoBackbone(keras_hub.models.Backbone):
         with staged_directory(preset_dir) as staging:
             super().save_to_preset(staging, max_shard_size=max_shard_size)
 
+    # === LoRA (keras-hub's enable_lora / save_lora_weights / load_lora_weights; models/lora.py) ===
+    def default_lora_layer_names(self):
+        """The Dense layers ``enable_lora`` adapts: attention projections and MLP layers (``lora.LORA_LAYER_NAMES``)."""
+        return list(lora.LORA_LAYER_NAMES)
+
+    def enable_lora(self, rank, target_layer_names=None):
+        """Freeze every weight and add trainable rank-``rank`` LoRA pairs to the attention and MLP Dense layers.
+
+        Args:
+            rank: the rank of the low-rank update (a positive integer).
+            target_layer_names: names of the Dense layers to adapt (default ``default_lora_layer_names()``).
+
+        Example:
+            >>> backbone.enable_lora(4)             # then compile and fit the task: only the LoRA pairs train
+            >>> backbone.save_lora_weights("adapter.lora.h5")
+        """
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"`rank` must be a positive integer, got {rank!r}.")
+        super().enable_lora(rank, target_layer_names)
+        if not lora.lora_variables(self):
+            raise ValueError(f"`target_layer_names` {target_layer_names!r} names no Dense layer of this backbone.")
+        lora.freeze_lora_biases(self)
+
+    def save_lora_weights(self, filepath):
+        """Write the LoRA pairs alone to ``filepath`` (``*.lora.h5``), atomically; an existing file is replaced
+        only if keras_vdiff's ``save_lora_weights`` wrote it."""
+        lora.save_lora_weights(self, filepath, super().save_lora_weights)
+
+    def load_lora_weights(self, filepath):
+        """Load LoRA pairs saved by ``save_lora_weights`` (enables LoRA at the file's rank when not enabled)."""
+        super().load_lora_weights(filepath)
+        lora.freeze_lora_biases(self)
+
     def describe(self):
         """One line: class, parameter count, latent shape and conditioning."""
         return (
@@ -199,6 +240,8 @@ class VideoBackbone(keras_hub.models.Backbone):
         config = super().get_config()
         for key in self.CONFIG_KEYS:
             config[key] = tuple(self.latent_shape) if key == "input_shape" else getattr(self, key)
+        if getattr(self, "remat", False):
+            config["remat"] = True
         return config
 
 

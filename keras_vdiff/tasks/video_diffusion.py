@@ -34,6 +34,7 @@ from keras_vdiff.diffusion.gaussian import GaussianDiffusion
 from keras_vdiff.diffusion.noise import mixed_video_noise
 from keras_vdiff.tasks import conditioning as contract
 from keras_vdiff.tasks.pipeline_presets import PipelinePresetMixin
+from keras_vdiff.tasks.replicas import global_batch_draw, replica_uniform, scaled_for_replicas
 from keras_vdiff.tasks.sampling import checked_default_sampler, run_sampler, sampling_latent_shape
 from keras_vdiff.tasks.text_to_video_preprocessor import as_preprocessor
 from keras_vdiff.validation import check_keywords
@@ -220,7 +221,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         """The condition inputs of a batch, with condition dropout applied (``contract.training_conditions``)."""
         if self.conditioning is None:
             return {}
-        drop = keras.random.uniform((batch_size,), seed=self.seed_generator) < self.condition_dropout
+        drop = replica_uniform(batch_size, self.seed_generator) < self.condition_dropout
         return contract.training_conditions(x, self.backbone, drop, repeats, self.text_encoder, self.preprocessor)
 
     def call(self, inputs, training=False):
@@ -242,10 +243,10 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         latents, repeats = training_latents(contract.videos_to_unit_range(x["videos"]), self.backbone,
                                             self.autoencoder)
         batch_size = ops.shape(latents)[0]
-        t = self.process.sample_timesteps(batch_size, seed=self.seed_generator)
-        noise = mixed_video_noise(
-            tuple(ops.shape(latents)), shared_weight=self.noise_shared_weight, seed=self.seed_generator
-        )
+        t = global_batch_draw(lambda n: self.process.sample_timesteps(n, seed=self.seed_generator), batch_size)
+        noise = global_batch_draw(lambda n: mixed_video_noise(
+            (n,) + tuple(ops.shape(latents))[1:], shared_weight=self.noise_shared_weight, seed=self.seed_generator
+        ), batch_size)
         x_t = self.process.add_noise(latents, noise, t)
         output = self._denoise_for_loss(x, latents, noise, x_t, t, repeats, training)
         per_example = self.process.compute_loss(output, latents, noise, x_t, t)
@@ -254,7 +255,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             labels = ops.cast(ops.reshape(x["labels"], (-1,)), "int32")
             valid = ops.all(contract.valid_labels(labels, self.backbone.num_classes))
             loss = ops.where(valid, loss, float("nan"))
-        return loss
+        return scaled_for_replicas(loss)
 
     def fit(self, x=None, *args, **kwargs):
         """``keras.Model.fit``, after checking in-memory data (a dict of arrays or ``VideoBatches``) up front.
@@ -298,7 +299,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         if self.backbone.self_conditioning:
             previous = ops.zeros((batch_size,) + self._previous_latents_shape(), dtype="float32")
             _, first_latents = self._backbone_output(dict(inputs, previous_latents=previous), training)
-            use = keras.random.uniform((batch_size,), seed=self.seed_generator) < self.self_conditioning_prob
+            use = replica_uniform(batch_size, self.seed_generator) < self.self_conditioning_prob
             use = ops.reshape(ops.cast(use, "float32"), (-1,) + (1,) * (len(previous.shape) - 1))
             inputs["previous_latents"] = ops.stop_gradient(ops.cast(first_latents, "float32")) * use
         output, _ = self._backbone_output(inputs, training)

@@ -1,0 +1,132 @@
+"""Memory levers: mixed bfloat16, gradient checkpointing (remat) of every block, LoRA fine-tuning.
+
+References: the same model in float32 / without remat / before LoRA, with the same
+weights and the same training seed.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras.src.backend.common import remat as keras_remat
+
+import keras_vdiff as kv
+from keras_vdiff.models import lora
+
+VIDEOS = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3)).astype("uint8")  # dit_tiny: 16x16x3 images
+LABELS = np.arange(4) % 4
+
+
+def dit(**kwargs):
+    return kv.models.DiT.from_preset("dit_tiny", **kwargs)
+
+
+def weight_values(model):
+    return {v.path: np.array(keras.ops.convert_to_numpy(v.value), dtype=np.float32) for v in model.weights}
+
+
+def fit_steps(backbone, steps=1, optimizer=None):
+    """Per-step losses of ``steps`` fit steps on one fixed batch (seeded)."""
+    model = kv.VideoDiffusion(backbone, seed=3)
+    model.compile(optimizer=optimizer or keras.optimizers.SGD(1.0))
+    losses = []
+    for _ in range(steps):
+        losses.append(float(model.train_on_batch({"videos": VIDEOS, "labels": LABELS})))
+    return losses
+
+
+def copy_weights(source, target):
+    copy_weights_by_path(weight_values(source), target)  # numpy copies: JAX's train step donates its buffers
+
+
+def test_remat_checkpoints_each_block_and_keeps_the_gradients(monkeypatch):
+    plain, checkpointed = dit(), dit(remat=True)
+    copy_weights(plain, checkpointed)
+    assert checkpointed.get_config()["remat"] is True and "remat" not in plain.get_config()
+    for name in ("block_3", "spatial_block_0", "temporal_block_1", "down_0_res_1", "mid_attn", "up_2_tattn_0"):
+        assert lora.REMAT_BLOCK_NAMES.fullmatch(name), name          # transformer, latent-token and U-Net blocks
+    for name in ("patch_embedding", "final_layer", "down_0_downsample", "conv_in"):
+        assert not lora.REMAT_BLOCK_NAMES.fullmatch(name), name
+    calls = []
+    original = keras_remat.remat
+    monkeypatch.setattr(keras_remat, "remat", lambda f: calls.append(f) or original(f))
+    before = weight_values(plain)
+    fit_steps(plain)          # SGD with learning rate 1: the update is minus the gradient
+    assert not calls
+    fit_steps(checkpointed)
+    assert calls, "no block was rematerialized"
+    after_plain, after_remat = weight_values(plain), weight_values(checkpointed)
+    for path, value in before.items():
+        np.testing.assert_allclose(after_remat[path] - value, after_plain[path] - value, atol=1e-5, err_msg=path)
+    assert any(np.abs(after_plain[p] - before[p]).max() > 1e-4 for p in before)  # the step did move the weights
+
+
+def test_mixed_bfloat16_trains_and_samples_with_float32_losses_and_sampler_state():
+    full, mixed = dit(), dit(dtype="mixed_bfloat16")
+    copy_weights(full, mixed)
+    assert mixed.compute_dtype == "bfloat16" and mixed.variable_dtype == "float32"
+    optimizer = lambda: keras.optimizers.AdamW(1e-3)  # noqa: E731
+    reference, losses = fit_steps(full, 3, optimizer()), fit_steps(mixed, 3, optimizer())
+    assert np.all(np.isfinite(losses))
+    # bfloat16 keeps 8 bits of mantissa: the loss of the same step agrees to a few percent.
+    np.testing.assert_allclose(losses, reference, rtol=5e-2)
+    # The process' loss is float32 whatever the backbone computes in.
+    process = kv.diffusion.GaussianDiffusion("cosine")
+    output = keras.ops.ones((2, 4, 4, 3), dtype="bfloat16")
+    x0 = keras.ops.zeros((2, 4, 4, 3))
+    t = keras.ops.convert_to_tensor([3, 7], dtype="int32")
+    assert keras.backend.standardize_dtype(process.compute_loss(output, x0, x0, x0, t).dtype) == "float32"
+    # The sampler state stays float32: the latents come back float32 and close to the float32 model's.
+    sample = lambda backbone: kv.VideoDiffusion(backbone, seed=3).generate(  # noqa: E731
+        labels=[0, 1], steps=3, seed=0, return_latents=True, guidance_scale=1.0)
+    latents, reference_latents = sample(mixed), sample(full)
+    assert latents.dtype == np.float32 and np.all(np.isfinite(latents))
+    np.testing.assert_allclose(latents, reference_latents, atol=0.1)
+
+
+def test_lora_trains_only_the_lora_pairs_and_its_weights_reload(tmp_path):
+    backbone = dit()
+    rng = np.random.default_rng(2)  # random non-zero weights, as a converted model has (adaLN-Zero gates start at 0)
+    for v in backbone.weights:
+        v.assign(rng.normal(0.0, 0.05, tuple(v.shape)).astype("float32"))
+    base = weight_values(backbone)
+    backbone.enable_lora(2)
+    trainable = {v.path for v in backbone.trainable_variables}
+    assert trainable == {v.path for v in lora.lora_variables(backbone)}
+    assert {p.rsplit("/", 2)[-2] for p in trainable} == {"query", "key", "value", "output_projection", "fc1", "fc2"}
+    fit_steps(backbone, 2, keras.optimizers.Adam(1e-2))
+    after = weight_values(backbone)
+    for path, value in base.items():  # every original weight, biases included, is untouched
+        np.testing.assert_array_equal(after[path], value, err_msg=path)
+    assert any(np.abs(after[p]).max() > 0 for p in trainable if p.endswith("lora_kernel_b"))  # b starts at 0
+
+    path = str(tmp_path / "adapter.lora.h5")
+    backbone.save_lora_weights(path)
+    backbone.save_lora_weights(path)  # its own file: replaced
+    fresh = dit()
+    copy_weights_by_path(base, fresh)
+    fresh.load_lora_weights(path)
+    assert {v.path for v in fresh.trainable_variables} == trainable
+    inputs = {"latents": np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32"),
+              "timesteps": np.array([10.0, 500.0], "float32"), "class_labels": np.array([0, 3])}
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(fresh(inputs)),
+                                  keras.ops.convert_to_numpy(backbone(inputs)))
+
+
+def copy_weights_by_path(values, model):
+    for v in model.weights:
+        v.assign(values[v.path])
+
+
+def test_lora_files_never_replace_what_keras_vdiff_did_not_write(tmp_path):
+    backbone = dit()
+    with pytest.raises(ValueError, match="rank"):
+        backbone.enable_lora(0)
+    backbone.enable_lora(1)
+    foreign = tmp_path / "mine.lora.h5"
+    foreign.write_bytes(b"user data")
+    with pytest.raises(FileExistsError, match="not written by keras_vdiff"):
+        backbone.save_lora_weights(foreign)
+    assert foreign.read_bytes() == b"user data"
+    with pytest.raises(ValueError, match=r"\.lora\.h5"):
+        backbone.save_lora_weights(tmp_path / "adapter.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.lora.h5"]  # no temporary file left behind

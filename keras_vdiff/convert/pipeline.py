@@ -2,12 +2,15 @@
 
 Supported pipelines and what each component becomes:
 
-================  =============================================================================
-``LattePipeline``  ``transformer`` -> ``kv.models.Latte``, ``vae`` -> ``kv.autoencoders.AutoencoderKL``
-                   (frame by frame), ``text_encoder`` -> ``kv.text.T5Encoder``, ``tokenizer`` ->
-                   ``kv.text.T5Tokenizer`` (120 tokens), ``scheduler`` -> process + default sampler
-``DiTPipeline``    ``transformer`` -> ``kv.models.DiT``, ``vae``, ``scheduler``
-================  =============================================================================
+=====================  =============================================================================
+``LattePipeline``      ``transformer`` -> ``kv.models.Latte``, ``vae`` -> ``kv.autoencoders.AutoencoderKL``
+                       (frame by frame), ``text_encoder`` -> ``kv.text.T5Encoder``, ``tokenizer`` ->
+                       ``kv.text.T5Tokenizer`` (120 tokens), ``scheduler`` -> process + default sampler
+``DiTPipeline``        ``transformer`` -> ``kv.models.DiT``, ``vae``, ``scheduler``
+``CogVideoXPipeline``  ``transformer`` -> ``kv.models.CogVideoX``, ``vae`` -> ``kv.autoencoders.CogVideoXVAE``,
+                       ``text_encoder`` -> ``kv.text.T5Encoder(attend_to_padding=True)``, ``tokenizer``
+                       (the transformer's ``max_text_seq_length``, 226), ``scheduler`` (its DDIM or DPM)
+=====================  =============================================================================
 
 What the pipelines do around the models is reproduced by the task's options:
 the prompts are lowercased and stripped (``TextToVideoPreprocessor(lowercase=True)``;
@@ -20,6 +23,14 @@ outputs at padding positions are kept (``T5Encoder(zero_padding=False)``).
 For one prompt this is exactly diffusers' computation; for several prompts in
 one call diffusers zeroes the padding outputs and attends to all 120 positions,
 while here every prompt is treated as it would be alone.
+
+``CogVideoXPipeline`` pads every prompt to the transformer's text length and
+runs T5 on the ids without an attention mask (``attend_to_padding``), takes no
+lowercasing, and its unconditional branch is the empty prompt encoded the same
+way; the transformer attends to all text tokens, so no mask choice arises. It
+has no default guidance scale of its own here: diffusers' is 6
+(``generate(guidance_scale=6.0)``); its ``use_dynamic_cfg`` (off by default) is
+not reproduced.
 """
 
 import json
@@ -43,6 +54,13 @@ PIPELINES = {
     "DiTPipeline": {
         "transformer": {("diffusers", "DiTTransformer2DModel")},
         "vae": {("diffusers", "AutoencoderKL")},
+        "scheduler": None,
+    },
+    "CogVideoXPipeline": {
+        "transformer": {("diffusers", "CogVideoXTransformer3DModel")},
+        "vae": {("diffusers", "AutoencoderKLCogVideoX")},
+        "text_encoder": {("transformers", "T5EncoderModel")},
+        "tokenizer": {("transformers", "T5Tokenizer"), ("transformers", "T5TokenizerFast")},
         "scheduler": None,
     },
 }
@@ -74,7 +92,8 @@ def convert_pipeline(path, dtype=None):
     """The :class:`kv.VideoDiffusion` of a diffusers pipeline folder (see the module docstring).
 
     Args:
-        path: the pipeline folder (a download of ``maxin-cn/Latte-1`` or ``facebook/DiT-XL-2-256``).
+        path: the pipeline folder (a download of ``maxin-cn/Latte-1``, ``facebook/DiT-XL-2-256`` or
+            ``THUDM/CogVideoX-2b``).
         dtype: dtype policy of every converted model (``"bfloat16"`` halves the memory).
 
     Returns:
@@ -99,4 +118,11 @@ def convert_pipeline(path, dtype=None):
         tokenizer = tokenizer_from_folder(part("tokenizer"), sequence_length=LATTE_MAX_TOKENS)
         text = dict(text_encoder=text_encoder, preprocessor=TextToVideoPreprocessor(tokenizer, lowercase=True),
                     negative_prompt="", negative_prompt_mask="prompt")
+    if name == "CogVideoXPipeline":
+        from keras_vdiff.convert.t5 import tokenizer_from_folder
+
+        text_encoder = convert_model_folder(part("text_encoder"), dtype=dtype)
+        text_encoder.attend_to_padding = True
+        tokenizer = tokenizer_from_folder(part("tokenizer"), sequence_length=backbone.text_length)
+        text = dict(text_encoder=text_encoder, preprocessor=TextToVideoPreprocessor(tokenizer), negative_prompt="")
     return VideoDiffusion(backbone, autoencoder=autoencoder, **text, **scheduler.task_arguments())

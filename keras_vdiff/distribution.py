@@ -180,8 +180,6 @@ def data_parallel(devices=None):
         ...     model = kv.VideoDiffusion(kv.models.DiT.from_preset("dit_tiny"))
         ...     model.compile(optimizer="adamw"); model.fit(batches)
     """
-    if _backend() == "torch":
-        _check_torch_single_device(_devices(devices) if devices is not None else [None, None])
     _require("jax", "data_parallel")
     return keras.distribution.DataParallel(devices=_devices(devices))
 
@@ -226,8 +224,6 @@ def model_parallel(mesh_shape, backbone, fsdp=False, devices=None):
     """
     sizes = _mesh_sizes(mesh_shape)
     count = sizes[BATCH_AXIS] * sizes[MODEL_AXIS]
-    if _backend() == "torch":
-        _check_torch_single_device([None] * count)
     _require("jax", "model_parallel")
     devices = _devices(devices) if devices is not None else _devices(None)
     if len(devices) != count:

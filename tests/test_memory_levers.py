@@ -65,7 +65,7 @@ def test_mixed_bfloat16_trains_and_samples_with_float32_losses_and_sampler_state
     copy_weights(full, mixed)
     assert mixed.compute_dtype == "bfloat16" and mixed.variable_dtype == "float32"
     optimizer = lambda: keras.optimizers.AdamW(1e-3)  # noqa: E731
-    reference, losses = fit_steps(full, 3, optimizer()), fit_steps(mixed, 3, optimizer())
+    reference, losses = fit_steps(full, 2, optimizer()), fit_steps(mixed, 2, optimizer())
     assert np.all(np.isfinite(losses))
     # bfloat16 keeps 8 bits of mantissa: the loss of the same step agrees to a few percent.
     np.testing.assert_allclose(losses, reference, rtol=5e-2)
@@ -75,9 +75,9 @@ def test_mixed_bfloat16_trains_and_samples_with_float32_losses_and_sampler_state
     x0 = keras.ops.zeros((2, 4, 4, 3))
     t = keras.ops.convert_to_tensor([3, 7], dtype="int32")
     assert keras.backend.standardize_dtype(process.compute_loss(output, x0, x0, x0, t).dtype) == "float32"
-    # The sampler state stays float32: the latents come back float32 and close to the float32 model's.
+    # The sampler state stays float32 (eager: a bfloat16 state would come back as such) and close to float32's.
     sample = lambda backbone: kv.VideoDiffusion(backbone, seed=3).generate(  # noqa: E731
-        labels=[0, 1], steps=3, seed=0, return_latents=True, guidance_scale=1.0)
+        labels=[0, 1], steps=3, seed=0, return_latents=True, guidance_scale=1.0, compile=False)
     latents, reference_latents = sample(mixed), sample(full)
     assert latents.dtype == np.float32 and np.all(np.isfinite(latents))
     np.testing.assert_allclose(latents, reference_latents, atol=0.1)

@@ -7,6 +7,9 @@ Supported pipelines and what each component becomes:
                        (frame by frame), ``text_encoder`` -> ``kv.text.T5Encoder``, ``tokenizer`` ->
                        ``kv.text.T5Tokenizer`` (120 tokens), ``scheduler`` -> process + default sampler
 ``DiTPipeline``        ``transformer`` -> ``kv.models.DiT``, ``vae``, ``scheduler``
+``WanPipeline``        ``transformer`` -> ``kv.models.Wan``, ``vae`` -> ``kv.autoencoders.WanVAE``, ``text_encoder``
+                       -> ``kv.text.UMT5Encoder`` (zero-padded outputs), ``tokenizer`` (512 tokens),
+                       ``scheduler`` (Wan's UniPC with ``flow_shift``: ``"unipc"`` on ``FlowMatching``)
 ``CogVideoXPipeline``  ``transformer`` -> ``kv.models.CogVideoX``, ``vae`` -> ``kv.autoencoders.CogVideoXVAE``,
                        ``text_encoder`` -> ``kv.text.T5Encoder(attend_to_padding=True)``, ``tokenizer``
                        (the transformer's ``max_text_seq_length``, 226), ``scheduler`` (its DDIM or DPM)
@@ -54,6 +57,13 @@ PIPELINES = {
     "DiTPipeline": {
         "transformer": {("diffusers", "DiTTransformer2DModel")},
         "vae": {("diffusers", "AutoencoderKL")},
+        "scheduler": None,
+    },
+    "WanPipeline": {
+        "transformer": {("diffusers", "WanTransformer3DModel")},
+        "vae": {("diffusers", "AutoencoderKLWan")},
+        "text_encoder": {("transformers", "UMT5EncoderModel")},
+        "tokenizer": {("transformers", "T5Tokenizer"), ("transformers", "T5TokenizerFast")},
         "scheduler": None,
     },
     "CogVideoXPipeline": {
@@ -118,6 +128,10 @@ def convert_pipeline(path, dtype=None):
         tokenizer = tokenizer_from_folder(part("tokenizer"), sequence_length=LATTE_MAX_TOKENS)
         text = dict(text_encoder=text_encoder, preprocessor=TextToVideoPreprocessor(tokenizer, lowercase=True),
                     negative_prompt="", negative_prompt_mask="prompt")
+    if name == "WanPipeline":
+        from keras_vdiff.convert.wan import wan_text_arguments
+
+        text = wan_text_arguments(path, index, dtype)
     if name == "CogVideoXPipeline":
         from keras_vdiff.convert.t5 import tokenizer_from_folder
 

@@ -28,13 +28,15 @@ independent of the size, so ``input_shape=`` here, or ``Wan.from_config({**confi
 "input_shape": ...})`` plus ``set_weights``, gives other sizes.
 """
 
+import os
+
 import numpy as np
 
 from keras_vdiff.convert.checkpoint import ConversionError, assign, check_config, linear
 from keras_vdiff.convert.cogvideox import _half_split
 from keras_vdiff.models.wan import Wan
 
-__all__ = ["convert_wan", "wan_config"]
+__all__ = ["convert_wan", "wan_config", "wan_text_arguments"]
 
 CLASS_NAME = "WanTransformer3DModel"
 WAN_LATENT_GRID = (21, 60, 104)  # the pipeline's default 81 frames of 480x832 through the VAE's (4, 8, 8) strides
@@ -169,3 +171,38 @@ def convert_wan(folder, dtype=None, input_shape=None):
     linear(folder, "proj_out", model.final_layer.projection)
     folder.check_all_taken()
     return model
+
+
+WAN_MAX_TOKENS = 512  # WanPipeline's max_sequence_length
+WAN_2_2_FIELDS = {"transformer_2": (None, [None, None]), "boundary_ratio": (None,), "expand_timesteps": (False, None)}
+
+
+def wan_text_arguments(path, index, dtype=None):
+    """The text side of a ``WanPipeline`` folder as ``VideoDiffusion`` arguments.
+
+    UMT5 runs with the padding mask and its outputs at padded positions are zeros
+    (``UMT5Encoder(zero_padding=True)``: each prompt's ``last_hidden_state`` cut to
+    its length and zero-padded to 512 tokens, as ``WanPipeline._get_t5_prompt_embeds``
+    builds them); the unconditional branch is the empty prompt encoded the same way.
+    Wan 2.2's two-expert pipelines (``transformer_2`` / ``boundary_ratio``) and its
+    per-token timesteps (``expand_timesteps``) are refused by name.
+
+    Args:
+        path: the pipeline folder.
+        index: its parsed ``model_index.json``.
+        dtype: dtype policy of the text encoder.
+    """
+    from keras_vdiff.convert import convert_model_folder
+    from keras_vdiff.convert.t5 import tokenizer_from_folder
+    from keras_vdiff.tasks import TextToVideoPreprocessor
+
+    for field, allowed in WAN_2_2_FIELDS.items():
+        if index.get(field) not in allowed:
+            raise ConversionError(
+                f"The WanPipeline at {path!r} has `{field}`={index[field]!r}: Wan 2.2's two-expert / per-token-"
+                "timestep pipelines are not supported (Wan 2.1: one transformer)."
+            )
+    text_encoder = convert_model_folder(os.path.join(path, "text_encoder"), dtype=dtype)
+    text_encoder.zero_padding = True
+    tokenizer = tokenizer_from_folder(os.path.join(path, "tokenizer"), sequence_length=WAN_MAX_TOKENS)
+    return dict(text_encoder=text_encoder, preprocessor=TextToVideoPreprocessor(tokenizer), negative_prompt="")

@@ -21,7 +21,7 @@ import numpy as np
 
 from keras_vdiff.validation import check_int
 
-SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m")
+SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m", "unipc")
 
 
 def _positive_int(text):

@@ -144,3 +144,21 @@ def test_unipc_arguments_are_checked():
                                                 rescale_zero_terminal_snr=True), prediction="v")
     with pytest.raises(ValueError, match="finite log-SNR"):
         get_sampler("unipc", unpatched, 4, timestep_spacing="trailing")
+
+
+@pytest.mark.slow  # 30 s on JAX (a DiT built and its loop jitted); the sampler itself is covered by the tests above
+@pytest.mark.parametrize("config", [WAN, dict(_class_name=UNIPC, prediction_type="v_prediction", **SD)],
+                         ids=["wan_flow", "gaussian_v"])
+def test_a_task_samples_with_the_converted_unipc_scheduler(config):
+    """``VideoDiffusion(**from_scheduler_config(...).task_arguments())``: unipc is the task's default sampler."""
+    from test_video_diffusion import make_model
+
+    conversion = from_scheduler_config(config)
+    model = make_model(conversion.process, sampler=conversion.sampler, sampler_options=conversion.sampler_options)
+    model.backbone.set_weights([0.05 * np.random.standard_normal(w.shape) for w in model.backbone.get_weights()])
+    # JAX runs eager ops one compiled kernel each (slow): it gets the jitted loop, the others the eager one.
+    kwargs = dict(labels=[0, 3], steps=3, guidance_scale=2.0, seed=7, return_latents=True,
+                  compile=keras.backend.backend() == "jax")
+    latents = ops.convert_to_numpy(model.generate(**kwargs))
+    assert latents.shape == (2, 8, 8, 3) and np.all(np.isfinite(latents))
+    np.testing.assert_array_equal(ops.convert_to_numpy(model.generate(**dict(kwargs, sampler="unipc"))), latents)

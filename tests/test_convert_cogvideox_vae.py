@@ -8,7 +8,7 @@ import pytest
 
 from keras_vdiff import convert
 from keras_vdiff.autoencoders import CogVideoXVAE
-from keras_vdiff.autoencoders.cogvideox_vae import frame_batches
+from keras_vdiff.autoencoders.cogvideox_vae import _blend, frame_batches
 from keras_vdiff.convert.checkpoint import ConversionError
 from keras_vdiff.presets.loading import weights_to_load
 
@@ -141,6 +141,47 @@ def test_images_code_as_one_frame(reference, vae):
     decoded = np_(vae.reconstruct(keras.ops.convert_to_tensor(z[:, 0])))
     assert decoded.shape == (1, 16, 16, 3)
     assert relative_error(decoded, diffusers_decode(model, z)[:, 0]) <= TOLERANCE
+
+
+def test_tile_blending_matches_diffusers(reference):
+    """The fast sibling of the tiling test: one blend of two tiles, rows and columns, against diffusers' own."""
+    import diffusers_reference as ref
+
+    model, _ = reference
+    rng = np.random.default_rng(9)
+    a, b = (rng.normal(size=(1, 2, 6, 5, 3)).astype("float32") for _ in range(2))
+    for axis, blend in ((2, model.blend_v), (3, model.blend_h)):
+        expected = nfhwc(blend(ref.to_torch(ncfhw(a)), ref.to_torch(ncfhw(b)), 4).numpy())
+        actual = np_(_blend(keras.ops.convert_to_tensor(a), keras.ops.convert_to_tensor(b), 4, axis=axis))
+        assert relative_error(actual, expected) <= 1e-6
+
+
+@pytest.mark.slow  # 12 tiles to code (30 s on a loaded CPU); test_tile_blending_matches_diffusers is the fast part
+def test_tiling_matches_diffusers_enable_tiling(reference, vae):
+    """Tiles of 32 x 32 pixels (4 x 4 latents) overlapping by a quarter, blended and cropped as diffusers'
+    ``enable_tiling`` does: 56 x 40 pixels are 3 x 2 tiles, 7 x 5 latents 3 x 2 tiles (one frame: tiles of every
+    size, few shapes to compile)."""
+    model, _ = reference
+    options = dict(tile_sample_min_height=32, tile_sample_min_width=32, tile_overlap_factor_height=0.25,
+                   tile_overlap_factor_width=0.25)
+    assert model.use_tiling is False
+    model.enable_tiling(**options)
+    previous = {name: getattr(vae, name) for name in options}
+    for name, value in dict(options, use_tiling=True).items():
+        setattr(vae, name, value)
+    try:
+        assert vae.tile_sizes() == ((32, 32), (4, 4))
+        x = np.random.default_rng(7).uniform(-1, 1, (1, 1, 56, 40, 3)).astype("float32")
+        encoded = np_(vae.posterior_moments(keras.ops.convert_to_tensor(x))[0])
+        assert relative_error(encoded, diffusers_posterior_mean(model, x)) <= TOLERANCE
+        z = np.random.default_rng(8).normal(0, 1, (1, 1, 7, 5, 4)).astype("float32")
+        decoded = np_(vae.reconstruct(keras.ops.convert_to_tensor(z)))
+        assert decoded.shape == (1, 1, 56, 40, 3)
+        assert relative_error(decoded, diffusers_decode(model, z)) <= TOLERANCE
+    finally:
+        model.disable_tiling()
+        for name, value in dict(previous, use_tiling=False).items():
+            setattr(vae, name, value)
 
 
 @pytest.mark.parametrize(

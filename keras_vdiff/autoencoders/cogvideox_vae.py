@@ -114,6 +114,20 @@ def nearest_resize(z, frames, height, width):
     return z
 
 
+def _blend(a, b, extent, axis):
+    """``b`` with its first ``extent`` rows (``axis`` 2) or columns (3) faded in from the last ones of ``a``:
+    ``a * (1 - k / extent) + b * (k / extent)`` at offset ``k`` (diffusers' ``blend_v`` / ``blend_h``)."""
+    extent = min(a.shape[axis], b.shape[axis], extent)
+    if extent == 0:
+        return b
+    shape = [1] * len(b.shape)
+    shape[axis] = extent
+    weight = ops.cast(np.arange(extent).reshape(shape) / extent, b.dtype)
+    head = ops.take(a, np.arange(a.shape[axis] - extent, a.shape[axis]), axis=axis) * (1 - weight)
+    head = head + ops.take(b, np.arange(extent), axis=axis) * weight
+    return ops.concatenate([head, ops.take(b, np.arange(extent, b.shape[axis]), axis=axis)], axis=axis)
+
+
 @keras.saving.register_keras_serializable(package="keras_vdiff")
 class SpatialNorm3D(keras.layers.Layer):
     """``GroupNorm(h) * conv_y(z) + conv_b(z)``: a GroupNorm whose scale and shift come from the latents
@@ -459,12 +473,44 @@ class CogVideoXVAE(KLAutoencoder):
         parts = [code(x[:, start:end], cache) for start, end in frame_batches(x.shape[1], batch_size)]
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=1)
 
+    def tile_sizes(self):
+        """``((pixel height, pixel width), (latent height, latent width))`` of a tile (diffusers' rule)."""
+        height = self.tile_sample_min_height or self.sample_height // 2
+        width = self.tile_sample_min_width or self.sample_width // 2
+        f = self.downsampling_factor
+        return (height, width), (int(height / f), int(width / f))
+
+    def _tiled(self, code, x, batch_size, tile_in, tile_out):
+        """``code`` (in frame batches) on overlapping tiles of ``x``, each blended linearly into the tiles above and
+        to its left over ``tile_out * overlap`` rows / columns, then cropped (diffusers' ``tiled_encode`` /
+        ``tiled_decode``, the same order, so the same numbers)."""
+        factors = (self.tile_overlap_factor_height, self.tile_overlap_factor_width)
+        steps = [int(size * (1 - f)) for size, f in zip(tile_in, factors)]
+        blends = [int(size * f) for size, f in zip(tile_out, factors)]
+        limits = [size - blend for size, blend in zip(tile_out, blends)]
+        rows = [[self._in_frame_batches(code, x[:, :, i : i + tile_in[0], j : j + tile_in[1]], batch_size)
+                 for j in range(0, x.shape[3], steps[1])] for i in range(0, x.shape[2], steps[0])]
+        out = []
+        for i, row in enumerate(rows):
+            for j, tile in enumerate(row):
+                if i > 0:
+                    tile = _blend(rows[i - 1][j], tile, blends[0], axis=2)
+                if j > 0:
+                    tile = _blend(row[j - 1], tile, blends[1], axis=3)
+                row[j] = tile  # the blended tile is what its neighbours blend with
+            out.append(ops.concatenate([tile[:, :, : limits[0], : limits[1]] for tile in row], axis=3))
+        return ops.concatenate(out, axis=2)
+
     # --- the KLAutoencoder interface ----------------------------------------------------------------
     def posterior_moments(self, x, training=False):
         check_frames(x, "videos", self.in_channels, self.downsampling_factor)
         image = len(x.shape) == 4
         video = ops.expand_dims(x, 1) if image else x
-        moments = self._in_frame_batches(self._encode_batch, video, self.num_sample_frames_batch_size)
+        pixels, latents = self.tile_sizes()
+        if self.use_tiling and (video.shape[2] > pixels[0] or video.shape[3] > pixels[1]):
+            moments = self._tiled(self._encode_batch, video, self.num_sample_frames_batch_size, pixels, latents)
+        else:
+            moments = self._in_frame_batches(self._encode_batch, video, self.num_sample_frames_batch_size)
         if image:
             moments = moments[:, 0]
         return moments[..., : self.latent_channels], moments[..., self.latent_channels :]
@@ -473,7 +519,11 @@ class CogVideoXVAE(KLAutoencoder):
         check_frames(z, "latents", self.latent_channels, 1)
         image = len(z.shape) == 4
         video = ops.expand_dims(z, 1) if image else z
-        out = self._in_frame_batches(self._decode_batch, video, self.num_latent_frames_batch_size)
+        pixels, latents = self.tile_sizes()
+        if self.use_tiling and (video.shape[2] > latents[0] or video.shape[3] > latents[1]):
+            out = self._tiled(self._decode_batch, video, self.num_latent_frames_batch_size, latents, pixels)
+        else:
+            out = self._in_frame_batches(self._decode_batch, video, self.num_latent_frames_batch_size)
         return out[:, 0] if image else out
 
     def latent_num_frames(self, num_frames):

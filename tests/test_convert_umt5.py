@@ -53,12 +53,12 @@ def encoder(reference):
 
 @pytest.fixture(scope="module")
 def tokenizers(tmp_path_factory):
-    """(transformers' tokenizer, ours) of one tiny sentencepiece T5 tokenizer folder (the Hub layout)."""
+    """(transformers' tokenizer, ours, the folder) of one tiny sentencepiece T5 tokenizer folder (the Hub layout)."""
     import diffusers_reference as ref
 
     path = tmp_path_factory.mktemp("umt5_tokenizer") / "tokenizer"
     hf = ref.tiny_t5_tokenizer_folder(path, CORPUS)
-    return hf, tokenizer_from_folder(path, sequence_length=LENGTH)
+    return hf, tokenizer_from_folder(path, sequence_length=LENGTH), path
 
 
 def transformers_tokens(hf):
@@ -81,19 +81,25 @@ def wan_prompt_embeds(states, mask):
 
 
 def test_tokenizer_ids_match_transformers(tokenizers):
-    hf, tokenizer = tokenizers
+    hf, tokenizer, tokenizer_folder = tokenizers
     expected_ids, expected_mask = transformers_tokens(hf)
     assert expected_mask[2].all() and expected_mask[1].sum() == 1  # one prompt truncated, one empty
     assert isinstance(tokenizer, T5Tokenizer)
     batch = tokenizer(PROMPTS)
     np.testing.assert_array_equal(batch["token_ids"], expected_ids)
     np.testing.assert_array_equal(batch["padding_mask"], expected_mask)
+    # WanPipeline's max_sequence_length=512
+    wan = hf(PROMPTS, padding="max_length", max_length=512, truncation=True, add_special_tokens=True,
+             return_attention_mask=True)
+    batch = tokenizer_from_folder(tokenizer_folder, sequence_length=512)(PROMPTS)
+    np.testing.assert_array_equal(batch["token_ids"], np.array(wan["input_ids"]))
+    np.testing.assert_array_equal(batch["padding_mask"], np.array(wan["attention_mask"]))
 
 
 def test_encoder_matches_transformers_with_a_padding_mask(reference, encoder, tokenizers):
     import diffusers_reference as ref
 
-    hf, tokenizer = tokenizers
+    hf, tokenizer, _ = tokenizers
     ids, mask = transformers_tokens(hf)
     expected = transformers_states(reference[0], ids, mask)
     assert isinstance(encoder, UMT5Encoder) and not encoder.trainable
@@ -126,7 +132,7 @@ def test_config_round_trip_and_unpadded_rows(reference, encoder, tokenizers):
 
 def test_bfloat16_loading(reference, tokenizers):
     model, path = reference
-    hf, tokenizer = tokenizers
+    hf, tokenizer, _ = tokenizers
     ids, mask = transformers_tokens(hf)
     valid = mask.astype(bool)
     expected = transformers_states(model, ids, mask)[valid]

@@ -412,7 +412,8 @@ class WanVAE(KLAutoencoder):
         self.encoder_down = []
         for level, width in enumerate(widths):
             for _ in range(self.num_res_blocks):
-                self.encoder_down.append(WanResidualBlock(width, dtype=dtype, name=f"encoder_down_{len(self.encoder_down)}"))
+                name = f"encoder_down_{len(self.encoder_down)}"
+                self.encoder_down.append(WanResidualBlock(width, dtype=dtype, name=name))
             if level < len(widths) - 1:
                 mode = "downsample3d" if self.temperal_downsample[level] else "downsample2d"
                 self.encoder_down.append(WanResample(mode, dtype=dtype, name=f"encoder_down_{len(self.encoder_down)}"))
@@ -484,14 +485,15 @@ class WanVAE(KLAutoencoder):
 
     def normalize_latents(self, z):
         """``(z - latents_mean) / latents_std`` per channel (diffusers' Wan pipelines)."""
-        return (z - ops.convert_to_tensor(self.latents_mean, z.dtype)) / ops.convert_to_tensor(self.latents_std, z.dtype)
+        mean, std = (ops.convert_to_tensor(values, z.dtype) for values in (self.latents_mean, self.latents_std))
+        return (z - mean) / std
 
     def denormalize_latents(self, latents):
         """``latents * latents_std + latents_mean`` per channel: what the decoder takes."""
         if latents.shape[-1] != self.z_dim:
             raise ValueError(f"`latents` must have {self.z_dim} channels, got shape {tuple(latents.shape)}.")
-        dtype = latents.dtype
-        return latents * ops.convert_to_tensor(self.latents_std, dtype) + ops.convert_to_tensor(self.latents_mean, dtype)
+        mean, std = (ops.convert_to_tensor(values, latents.dtype) for values in (self.latents_mean, self.latents_std))
+        return latents * std + mean
 
     # 1 + k m video frames <-> 1 + m latent frames, and the latent shape, as in CausalVideoVAE (same attributes).
     latent_num_frames = CausalVideoVAE.latent_num_frames

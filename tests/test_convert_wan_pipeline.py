@@ -87,3 +87,56 @@ def test_wan_pipeline_matches_diffusers(wan_pipeline, converted):
     levels = np.round(np.clip(np.asarray(video, "float64"), 0.0, 1.0) * 255.0)  # diffusers' frames as uint8 levels
     decoded = model.decode_latents(ours)
     assert decoded.shape == levels.shape == (1, FRAMES, SIZE, SIZE, 3) and np.abs(decoded - levels).max() <= 1
+
+
+@pytest.mark.slow  # about 40 s on JAX (compiles); the text path above is the fast check of the same folder
+def test_cli_convert_and_sample(wan_pipeline, converted, tmp_path, capsys):
+    import os
+
+    from keras_vdiff import cli
+
+    _, path = wan_pipeline
+    preset = str(tmp_path / "wan_preset")
+    assert cli.main(["convert", "--diffusers", path, "--output-dir", preset]) == 0
+    assert "Pipeline preset" in capsys.readouterr().out
+    loaded = kv.VideoDiffusion.from_preset(preset)
+    for a, b in zip(loaded.get_weights(), converted.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (loaded.sampler, loaded.negative_prompt, loaded.text_encoder.zero_padding) == ("unipc", "", True)
+    assert type(loaded.text_encoder) is kv.text.UMT5Encoder and loaded.tokenizer.sequence_length == 512
+    samples = str(tmp_path / "samples")
+    assert cli.main(["sample", "--preset", preset, "--prompt", PROMPT, "--steps", "2", "--guidance", "5",
+                     "--output-dir", samples]) == 0
+    assert any(name.endswith(".gif") for name in os.listdir(samples))
+
+
+@pytest.mark.slow  # about a minute (two pipelines assembled, 2 guided steps each); the text path above is fast
+def test_readme_recipe_encode_with_umt5_in_bfloat16_then_free_it(wan_pipeline, converted):
+    # README's "free the text encoder before denoising": the prompt and the empty negative prompt encoded by a
+    # bfloat16 UMT5, the encoder deleted, the denoiser assembled from the transformer, VAE and scheduler folders,
+    # the guided plan's null rows replaced by the negative prompt's: the same latents as the whole pipeline's.
+    import gc
+    import os
+
+    from keras_vdiff.convert.schedulers import from_scheduler_config
+    from keras_vdiff.convert.t5 import tokenizer_from_folder
+    from keras_vdiff.tasks.conditioning import encode_text, with_negative_rows
+
+    _, root = wan_pipeline
+    encoder = kv.convert.from_diffusers(os.path.join(root, "text_encoder"), dtype="bfloat16")
+    tokenizer = tokenizer_from_folder(os.path.join(root, "tokenizer"), sequence_length=512)
+    prompt, negative = (encode_text(encoder, tokenizer([text])) for text in (PROMPT, ""))
+    del encoder
+    gc.collect()
+    scheduler = from_scheduler_config(os.path.join(root, "scheduler"))
+    model = kv.VideoDiffusion(kv.convert.from_diffusers(os.path.join(root, "transformer")),
+                              autoencoder=kv.convert.from_diffusers(os.path.join(root, "vae")),
+                              **scheduler.task_arguments())
+    plan = model.prepare_generation(text_embeddings=prompt, guidance_scale=GUIDANCE, seed=0, compile=False)
+    plan["conditions"] = with_negative_rows(prompt, negative)
+    ours = to_numpy(model.sample_latents(plan, steps=2))
+    expected = converted.generate(prompts=[PROMPT], steps=2, guidance_scale=GUIDANCE, seed=0, compile=False,
+                                  return_latents=True)
+    print(f"recipe vs pipeline: {relative_error(ours, expected):.2e}")
+    assert relative_error(ours, expected) <= 2e-2  # the text encoder ran in bfloat16 here, float32 there
+    assert model.decode_latents(ours).shape == (1, FRAMES, SIZE, SIZE, 3)

@@ -114,6 +114,24 @@ def test_causal_conv3d_matches_numpy_and_never_looks_ahead(video, temporal_paddi
         assert np.abs(changed[:, t + 1] - out[:, t + 1]).max() > 1e-3
 
 
+@pytest.mark.parametrize("temporal_padding", ["zeros", "replicate"])
+def test_causal_conv3d_in_chunks_with_context_equals_the_whole_video(video, temporal_padding):
+    """Chunks of 1 and F - 1 frames (shorter and longer than the 2-frame context), each given ``next_context``
+    of the one before, give the outputs of the whole video."""
+    conv = CausalConv3D(FILTERS, kernel_size=(3, 3, 3), temporal_padding=temporal_padding)
+    conv.build(video.shape)
+    _randomise(conv, seed=6)
+    whole = to_numpy(conv(video))
+    context, parts = None, []
+    for start, end in ((0, 1), (1, F)):
+        chunk = video[:, start:end]
+        parts.append(to_numpy(conv(chunk, context=context)))
+        context = conv.next_context(chunk, context)
+        assert tuple(context.shape) == (B, 2, H, W, C)
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), whole, atol=TOL)
+    assert CausalConv3D(FILTERS, kernel_size=1).next_context(video) is None
+
+
 def test_causal_conv3d_strides_and_dilation_shapes(video):
     conv = CausalConv3D(FILTERS, kernel_size=3, strides=2)
     out = conv(video)

@@ -135,8 +135,13 @@ SCRIPT = textwrap.dedent('''
     else:
         steps = 3 if mode == "full" else 0
         _, out["single"], out["single_latents"] = run(kd.no_distribution(), steps, mode == "full")
-        _, out["data_parallel"], out["data_parallel_latents"] = run(kd.data_parallel().scope(), steps,
-                                                                    mode == "full")
+        data_parallel = kd.data_parallel()
+        dp_model, out["data_parallel"], out["data_parallel_latents"] = run(data_parallel.scope(), steps,
+                                                                           mode == "full")
+        if mode == "full":  # generate's loop (cached by the call above) runs on batch-sharded latents
+            with data_parallel.scope():
+                plan = dp_model.prepare_generation(labels=[0, 1, 2, 3], seed=0)
+                out["latents_sharding"] = list(dp_model.sample_latents(plan, steps=2).sharding.spec)
         model, out["model_parallel"], out["model_parallel_latents"] = run(
             kd.model_parallel("batch=2,model=2", backbone=template).scope(), steps, mode == "full")
         out["shardings"] = {v.path: [list(v.value.sharding.spec), list(v.value.addressable_shards[0].data.shape)]
@@ -192,3 +197,4 @@ def test_distributed_fit_gives_the_single_device_losses_and_generate_its_samples
             np.testing.assert_allclose(out[f"{run}_latents"], out["single_latents"], atol=1e-5, err_msg=run)
     if engine == "jax":
         check_sharded(out)
+        assert out["latents_sharding"][:1] == ["batch"]  # data parallel: each device samples its rows

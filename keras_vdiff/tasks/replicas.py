@@ -8,7 +8,8 @@ draws for the whole global batch and keeps its own rows (so a mirrored run sees
 the numbers one device sees for the same global batch), and the loss is scaled
 by ``1 / replicas`` as Keras' own losses are. Elsewhere (one device, JAX's
 ``keras.distribution``, which is one program over the global batch) both are
-the identity.
+the identity. On JAX, ``batch_sharded`` splits ``generate``'s initial latents over
+the mesh's batch axis.
 """
 
 import keras
@@ -45,3 +46,22 @@ def scaled_for_replicas(loss):
     """The replica's loss scaled by ``1 / replicas`` (Keras sums the replicas' gradients and unscales the metric)."""
     count, _ = replica_count_and_index()
     return loss if count == 1 else loss / count
+
+
+def batch_sharded(tensor):
+    """``tensor`` split along its first (batch) axis over the active ``keras.distribution`` (JAX).
+
+    ``generate`` puts its initial latents through this, so the compiled sampling loop runs each device on
+    its rows of the batch. Without a distribution, on another backend, or when the batch axis of the mesh
+    does not divide the batch, the tensor is returned as it is (replicated: every device samples it all).
+    """
+    if keras.backend.backend() != "jax":
+        return tensor
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return tensor
+    layout = distribution.get_data_layout(tuple(tensor.shape))
+    sizes = dict(zip(layout.device_mesh.axis_names, layout.device_mesh.shape))
+    if tensor.shape[0] % sizes.get(layout.axes[0], 1):
+        return tensor
+    return keras.distribution.distribute_tensor(tensor, layout)

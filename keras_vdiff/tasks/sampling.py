@@ -29,6 +29,7 @@ from keras_vdiff.diffusion.compile import SamplingLoop, backend_seed
 from keras_vdiff.diffusion.guidance import combine_guidance, guidance_scales
 from keras_vdiff.diffusion.noise import mixed_video_noise
 from keras_vdiff.diffusion.samplers import SAMPLERS, get_sampler
+from keras_vdiff.tasks.replicas import batch_sharded
 
 # What ``generate(sampler=None)`` runs for a task without a default sampler.
 DEFAULT_SAMPLER = "ddim"
@@ -185,6 +186,7 @@ def run_sampler(task, cache, plan, steps, sampler, thresholding, guidance_schedu
         x_T = mixed_video_noise(shape, shared_weight=shared, seed=seed)
     else:
         x_T = checked_initial_noise(initial_noise, shape)
+    x_T = batch_sharded(x_T)  # split over the batch axis of an active keras.distribution (JAX); else as is
     model_carry = ()
     if task.backbone.self_conditioning:
         rows = 2 * plan["batch"] if plan["use_guidance"] else plan["batch"]

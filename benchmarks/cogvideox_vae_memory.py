@@ -70,9 +70,11 @@ def run_grid(cases, dtype):
 
 
 def extrapolate(rows):
-    """Least-squares ``activations = a + b * pixels`` (pixels of a decoded frame) and its 240x360 / 480x720 values."""
+    """Least-squares ``activations = a + b * pixels`` (pixels of a decoded frame) and its 240x360 / 480x720 values,
+    over the decodes with as many latent frames as the first (the others show the frame count's effect)."""
     import numpy as np
 
+    rows = [r for r in rows if r["latent_shape"][1] == rows[0]["latent_shape"][1]]
     pixels = np.array([64.0 * r["latent_shape"][2] * r["latent_shape"][3] for r in rows])
     memory = np.array([r["activations_gib"] for r in rows])
     b, a = np.polyfit(pixels, memory, 1)

@@ -114,29 +114,36 @@ def test_cli_convert_and_sample(wan_pipeline, converted, tmp_path, capsys):
 def test_readme_recipe_encode_with_umt5_in_bfloat16_then_free_it(wan_pipeline, converted):
     # README's "free the text encoder before denoising": the prompt and the empty negative prompt encoded by a
     # bfloat16 UMT5, the encoder deleted, the denoiser assembled from the transformer, VAE and scheduler folders,
-    # the guided plan's null rows replaced by the negative prompt's: the same latents as the whole pipeline's.
+    # the guided plan's null rows replaced by the negative prompt's. Against `generate` of the same parts with the
+    # same bfloat16 encoder as the pipeline's (exact: same embeddings), whose embeddings are the float32 ones to
+    # bfloat16 precision.
     import gc
     import os
 
     from keras_vdiff.convert.schedulers import from_scheduler_config
     from keras_vdiff.convert.t5 import tokenizer_from_folder
+    from keras_vdiff.tasks import TextToVideoPreprocessor
     from keras_vdiff.tasks.conditioning import encode_text, with_negative_rows
 
     _, root = wan_pipeline
     encoder = kv.convert.from_diffusers(os.path.join(root, "text_encoder"), dtype="bfloat16")
     tokenizer = tokenizer_from_folder(os.path.join(root, "tokenizer"), sequence_length=512)
     prompt, negative = (encode_text(encoder, tokenizer([text])) for text in (PROMPT, ""))
-    del encoder
-    gc.collect()
+    float32 = encode_text(converted.text_encoder, converted.preprocessor([PROMPT]))
+    # bfloat16 through two randomised UMT5 blocks: measured 3.4e-2 on the three backends
+    assert relative_error(to_numpy(prompt["text_embeddings"]), to_numpy(float32["text_embeddings"])) <= 5e-2
     scheduler = from_scheduler_config(os.path.join(root, "scheduler"))
-    model = kv.VideoDiffusion(kv.convert.from_diffusers(os.path.join(root, "transformer")),
-                              autoencoder=kv.convert.from_diffusers(os.path.join(root, "vae")),
-                              **scheduler.task_arguments())
+    parts = dict(autoencoder=kv.convert.from_diffusers(os.path.join(root, "vae")), **scheduler.task_arguments())
+    backbone = kv.convert.from_diffusers(os.path.join(root, "transformer"))
+    with_encoder = kv.VideoDiffusion(backbone, text_encoder=encoder, preprocessor=TextToVideoPreprocessor(tokenizer),
+                                     negative_prompt="", **parts)
+    expected = with_encoder.generate(prompts=[PROMPT], steps=2, guidance_scale=GUIDANCE, seed=0, compile=False,
+                                     return_latents=True)
+    del encoder, with_encoder
+    gc.collect()
+    model = kv.VideoDiffusion(backbone, **parts)
     plan = model.prepare_generation(text_embeddings=prompt, guidance_scale=GUIDANCE, seed=0, compile=False)
     plan["conditions"] = with_negative_rows(prompt, negative)
     ours = to_numpy(model.sample_latents(plan, steps=2))
-    expected = converted.generate(prompts=[PROMPT], steps=2, guidance_scale=GUIDANCE, seed=0, compile=False,
-                                  return_latents=True)
-    print(f"recipe vs pipeline: {relative_error(ours, expected):.2e}")
-    assert relative_error(ours, expected) <= 2e-2  # the text encoder ran in bfloat16 here, float32 there
+    assert relative_error(ours, expected) <= 1e-5
     assert model.decode_latents(ours).shape == (1, FRAMES, SIZE, SIZE, 3)

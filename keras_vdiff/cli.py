@@ -21,7 +21,7 @@ import numpy as np
 
 from keras_vdiff.validation import check_int
 
-SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m", "unipc")
+SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m", "dpmpp_2m_sde", "unipc")
 
 
 def _positive_int(text):

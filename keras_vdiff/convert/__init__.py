@@ -11,8 +11,8 @@ matching keras_vdiff object, on whichever Keras backend is active:
 ``CogVideoXTransformer3DModel``    ``kv.models.CogVideoX``
 ``WanTransformer3DModel``          ``kv.models.Wan``
 ``AutoencoderKL``                  ``kv.autoencoders.AutoencoderKL``
-``AutoencoderKLWan``               ``kv.autoencoders.WanVAE``
 ``AutoencoderKLCogVideoX``         ``kv.autoencoders.CogVideoXVAE``
+``AutoencoderKLWan``               ``kv.autoencoders.WanVAE``
 ``T5EncoderModel``                 ``kv.text.T5Encoder``
 ``UMT5EncoderModel``               ``kv.text.UMT5Encoder``
 a pipeline (``model_index.json``)  ``kv.VideoDiffusion`` (backbone, VAE, text encoder, tokenizer, scheduler)
@@ -41,8 +41,8 @@ MODEL_CONVERTERS = {
     "CogVideoXTransformer3DModel": "keras_vdiff.convert.cogvideox:convert_cogvideox",
     "WanTransformer3DModel": "keras_vdiff.convert.wan:convert_wan",
     "AutoencoderKL": "keras_vdiff.convert.autoencoder_kl:convert_autoencoder_kl",
-    "AutoencoderKLWan": "keras_vdiff.convert.wan_vae:convert_wan_vae",
     "AutoencoderKLCogVideoX": "keras_vdiff.convert.cogvideox_vae:convert_cogvideox_vae",
+    "AutoencoderKLWan": "keras_vdiff.convert.wan_vae:convert_wan_vae",
     "T5EncoderModel": "keras_vdiff.convert.t5:convert_t5_encoder",
     "UMT5EncoderModel": "keras_vdiff.convert.t5:convert_umt5_encoder",
 }

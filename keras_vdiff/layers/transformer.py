@@ -223,12 +223,11 @@ class DiTBlock(keras.layers.Layer):
 
     def __call__(self, *args, **kwargs):
         # The residual stream `x` enters every block family here (subclasses override `call`, not this).
-        # On JAX its gradient is materialised once per block (`layers/gradient_boundary.py`) for token
-        # sequences (B, N, D): DiT's gradient was quadratic in depth without it. The video blocks' (B, F, N, D)
-        # streams (Latte) measured linear without it and 11% slower with it, so they pass through.
-        if args and len(args[0].shape) == 3:
+        # On JAX its gradient is materialised once per block (`layers/gradient_boundary.py`): without it the
+        # gradients of DiT's (B, N, D) and of Latte's (B, F, N, D) streams were quadratic in depth.
+        if args:
             args = (gradient_boundary(args[0]),) + args[1:]
-        elif "x" in kwargs and len(kwargs["x"].shape) == 3:
+        elif "x" in kwargs:
             kwargs["x"] = gradient_boundary(kwargs["x"])
         return super().__call__(*args, **kwargs)
 

@@ -124,6 +124,14 @@ def build_parser():
                        help="replace the run already in --output-dir (without --resume or --overwrite, train "
                             "refuses a directory holding a run)")
     train.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
+    spread = train.add_mutually_exclusive_group()
+    spread.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+                        help="data parallelism over the first N devices: keras.distribution.DataParallel on JAX, "
+                             "tf.distribute.MirroredStrategy on TensorFlow, 1 only on PyTorch; --batch-size is the "
+                             "global batch and must be divisible by N")
+    spread.add_argument("--mesh", default=None, metavar="batch=B,model=M",
+                        help="JAX: model parallelism over a B x M device mesh, attention and MLP kernels sharded "
+                             "over `model`, batches over `batch` (kv.distribution.model_parallel)")
     train.add_argument("--samples", type=int, default=3,
                        help="after training, sample this many captions (one per motion) as GIFs; 0 skips")
 
@@ -245,10 +253,53 @@ def _load_training_model(args, checkpoint):
         raise SystemExit(f"error: --config: {error}")
 
 
+def _load_distributed(args, checkpoint):
+    """``_load_training_model`` built under what ``--devices`` / ``--mesh`` ask for.
+
+    Returns ``(model, state, scope)``, ``scope()`` a fresh context to fit and
+    sample in. Model parallelism builds the model twice: a first build gives the
+    variable paths and shapes its layout map shards, the second creates the
+    variables under it.
+    """
+    import contextlib
+
+    import keras
+
+    from keras_vdiff import distribution
+
+    backend = keras.backend.backend()
+    option = "--mesh" if args.mesh is not None else "--devices"
+    try:
+        if args.mesh is None and (args.devices is None or backend == "torch"):
+            distribution.check_single_device(args.devices or 1)
+            return (*_load_training_model(args, checkpoint), contextlib.nullcontext)
+        if args.mesh is not None and backend != "jax":
+            raise ValueError(f"model parallelism runs on JAX (keras.distribution), not on {backend}; "
+                             "use --devices for data parallelism" + (" on TensorFlow" if backend != "torch" else ""))
+        replicas = args.devices or distribution.mesh_sizes(args.mesh)[distribution.BATCH_AXIS]
+        if args.batch_size % replicas:
+            raise ValueError(f"the global --batch-size {args.batch_size} is not divisible by the {replicas} "
+                             "replicas of the batch")
+        if args.mesh is not None:
+            template, _ = _load_training_model(args, checkpoint)
+            spread = distribution.model_parallel(args.mesh, template.backbone)
+            del template
+        elif backend == "jax":
+            spread = distribution.data_parallel(args.devices)
+        else:
+            spread = distribution.mirrored_strategy(args.devices)
+    except ValueError as error:  # DistributionError included
+        raise SystemExit(f"error: {option}: {error}")
+    print(f"Distributing over {args.mesh or f'{args.devices} devices'} ({type(spread).__name__})")
+    with spread.scope():
+        model, state = _load_training_model(args, checkpoint)
+    return model, state, spread.scope
+
+
 def cmd_train(args):
     import keras
 
-    from keras_vdiff import atomic_files, training
+    from keras_vdiff import atomic_files
 
     if args.steps is None and args.max_minutes is None:
         raise SystemExit("error: give --steps, --max-minutes or both")
@@ -267,7 +318,16 @@ def cmd_train(args):
     except FileExistsError as error:
         raise SystemExit(f"error: --output-dir: {error}")
     keras.utils.set_random_seed(args.seed)
-    model, state = _load_training_model(args, checkpoint)
+    model, state, scope = _load_distributed(args, checkpoint)
+    with scope():
+        return _train(args, model, state, checkpoint)
+
+
+def _train(args, model, state, checkpoint):
+    import keras
+
+    from keras_vdiff import atomic_files, training
+
     print(model.backbone.describe())
     print(f"Generating {args.num_videos} MovingMNIST videos ...")
     data = training.moving_mnist_training_data(model, args.num_videos, seed=args.seed,

@@ -184,7 +184,8 @@ def data_parallel(devices=None):
     return keras.distribution.DataParallel(devices=_devices(devices))
 
 
-def _mesh_sizes(mesh_shape):
+def mesh_sizes(mesh_shape):
+    """``{"batch": B, "model": M}`` of a mesh shape given as a dict, ``(B, M)`` or ``"batch=B,model=M"``."""
     if isinstance(mesh_shape, str):  # "batch=2,model=2", the form of the command line
         try:
             mesh_shape = {k.strip(): int(v) for k, v in (item.split("=") for item in mesh_shape.split(","))}
@@ -222,7 +223,7 @@ def model_parallel(mesh_shape, backbone, fsdp=False, devices=None):
         >>> with distribution.scope():
         ...     model = kv.VideoDiffusion(kv.models.DiT.from_preset("dit_tiny"))
     """
-    sizes = _mesh_sizes(mesh_shape)
+    sizes = mesh_sizes(mesh_shape)
     count = sizes[BATCH_AXIS] * sizes[MODEL_AXIS]
     _require("jax", "model_parallel")
     devices = _devices(devices) if devices is not None else _devices(None)
@@ -326,5 +327,5 @@ def no_distribution():
         keras.distribution.set_distribution(previous)
 
 
-__all__ = ["BATCH_AXIS", "MODEL_AXIS", "DistributionError", "data_parallel", "layout_map", "mirrored_strategy",
-           "model_parallel", "process_shard", "shard_dataset", "kernel_axes", "check_single_device"]
+__all__ = ["BATCH_AXIS", "MODEL_AXIS", "DistributionError", "data_parallel", "layout_map", "mesh_sizes",
+           "mirrored_strategy", "model_parallel", "process_shard", "shard_dataset", "kernel_axes", "check_single_device"]

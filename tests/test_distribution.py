@@ -68,11 +68,11 @@ def test_layout_map_fsdp_splits_the_other_large_kernels_over_batch_and_checks_di
 
 
 def test_mesh_shape_forms_and_errors(backend):
-    assert kd._mesh_sizes("batch=2,model=2") == {"batch": 2, "model": 2}
-    assert kd._mesh_sizes((1, 4)) == {"batch": 1, "model": 4}
-    assert kd._mesh_sizes({"model": 2}) == {"batch": 1, "model": 2}
+    assert kd.mesh_sizes("batch=2,model=2") == {"batch": 2, "model": 2}
+    assert kd.mesh_sizes((1, 4)) == {"batch": 1, "model": 4}
+    assert kd.mesh_sizes({"model": 2}) == {"batch": 1, "model": 2}
     with pytest.raises(ValueError, match="mesh_shape"):
-        kd._mesh_sizes("data=2")
+        kd.mesh_sizes("data=2")
     if backend == "tensorflow":
         with pytest.raises(kd.DistributionError, match="mirrored_strategy"):
             kd.data_parallel()
@@ -198,3 +198,48 @@ def test_distributed_fit_gives_the_single_device_losses_and_generate_its_samples
     if engine == "jax":
         check_sharded(out)
         assert out["latents_sharding"][:1] == ["batch"]  # data parallel: each device samples its rows
+
+
+TINY_RUN = ["--config", json.dumps(dict(frame_size=8, num_frames=4, backbone=dict(hidden_dim=16, num_layers=2,
+                                                                                 num_heads=2),
+                                        text_encoder=dict(hidden_dim=16, num_layers=1, num_heads=2))),
+            "--num-videos", "16", "--batch-size", "8", "--samples", "0"]
+
+
+def test_cli_train_distribution_options_are_checked_before_any_work(tmp_path, backend):
+    from keras_vdiff import cli
+
+    def error(*options):
+        with pytest.raises(SystemExit) as raised:
+            cli.main(["train", "--steps", "1", "--output-dir", str(tmp_path / "run"), *TINY_RUN, *options])
+        return str(raised.value)
+
+    if backend == "torch":
+        assert "--devices" in error("--devices", "2") and "one device" in error("--devices", "2")
+    if backend != "jax":
+        message = error("--mesh", "batch=1,model=2")
+        assert message.startswith("error: --mesh") and "JAX" in message
+    else:
+        assert "--devices" in error("--devices", "4") and "available" in error("--devices", "4")  # one CPU here
+        assert "not divisible" in error("--devices", "3")
+        assert "'batch' / 'model'" in error("--mesh", "data=2")
+    with pytest.raises(SystemExit):  # argparse: one or the other
+        cli.main(["train", "--steps", "1", "--output-dir", str(tmp_path / "run"), "--devices", "2", "--mesh", "model=2"])
+    assert not (tmp_path / "run" / "pipeline").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution meshes run on JAX")
+@pytest.mark.parametrize("option", [["--devices", "4"], ["--mesh", "batch=2,model=2"]])
+def test_cli_train_runs_data_and_model_parallel_on_four_devices(tmp_path, option):
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT,
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "keras_vdiff.cli", "train", "--steps", "2", "--output-dir",
+                           str(run), *TINY_RUN, *option], env=env, capture_output=True, text=True, timeout=900,
+                          cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Distributing over" in done.stdout
+    history = json.load(open(run / "history.json"))
+    assert history["steps"] == 2 and all(np.isfinite(history["losses"]))
+    assert kv.VideoDiffusion.from_preset(str(run / "pipeline")).backbone.count_params() > 0

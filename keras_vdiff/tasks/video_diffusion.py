@@ -318,7 +318,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             num_frames: video frames to generate; must match the backbone's frame count unless its input accepts
                 any (image backbones give 1 frame); with a temporally compressing autoencoder, ``1 + k * m``.
             steps: number of sampler steps.
-            sampler: ``"ddpm"``, ``"ddim"``, ``"euler"``, ``"heun"``, ``"dpmpp_2m"``; ``None``: the model's, else ddim.
+            sampler: a key of ``kv.diffusion.samplers.SAMPLERS`` (``"ddim"``, ``"unipc"``, ...); ``None``: the model's.
             guidance_scale: classifier-free guidance scale; 1 (or an unconditional backbone) runs without the null half.
             seed: integer seed of the initial and per-step noise, in ``[0, 2**31 - 2]``; ``None`` draws a fresh
                 one. The same seed gives the same samples on one backend, compiled or eager (not across backends).

@@ -67,13 +67,11 @@ SUPPORTED = dict(
 BLOCK_TYPES = dict(down_block_types="DownEncoderBlock2D", up_block_types="UpDecoderBlock2D")
 
 
-def merged_vae_config(config, defaults, supported, block_types, where):
-    """A diffusers VAE ``config.json`` checked and completed with ``defaults`` (diffusers' own).
+def completed_config(config, defaults, supported, where):
+    """A diffusers ``config.json`` checked and completed with ``defaults`` (diffusers' own).
 
-    Raises ``ConversionError`` for a field not in ``defaults``, a value
-    ``supported`` refuses (see ``check_config``), or ``block_types`` fields
-    (``{field: the one block class}``) with another class or not one entry per
-    ``block_out_channels`` level.
+    Raises ``ConversionError`` for a field not in ``defaults`` or a value
+    ``supported`` refuses (see ``check_config``).
     """
     unknown = sorted(k for k in config if not k.startswith("_") and k not in defaults)
     if unknown:
@@ -82,7 +80,17 @@ def merged_vae_config(config, defaults, supported, block_types, where):
             f"known: {sorted(defaults)}."
         )
     check_config(config, supported, where)
-    merged = dict(defaults, **{k: v for k, v in config.items() if not k.startswith("_")})
+    return dict(defaults, **{k: v for k, v in config.items() if not k.startswith("_")})
+
+
+def merged_vae_config(config, defaults, supported, block_types, where):
+    """:func:`completed_config` of a VAE with ``block_out_channels`` and per-level block types.
+
+    Also raises ``ConversionError`` for ``block_types`` fields (``{field: the
+    one block class}``) with another class or not one entry per
+    ``block_out_channels`` level.
+    """
+    merged = completed_config(config, defaults, supported, where)
     widths = merged["block_out_channels"]
     if not isinstance(widths, (list, tuple)) or not widths:
         raise ConversionError(f"{where} config field `block_out_channels`={widths!r} must be a non-empty list.")

@@ -27,8 +27,8 @@ the 1x1 attention convolutions ``Dense`` kernels; an RMS-norm ``gamma``
 """
 
 from keras_vdiff.autoencoders.wan_vae import WAN_LATENTS_MEAN, WAN_LATENTS_STD, WanResample, WanVAE
-from keras_vdiff.convert.autoencoder_kl import build_converted
-from keras_vdiff.convert.checkpoint import ConversionError, assign, check_config
+from keras_vdiff.convert.autoencoder_kl import build_converted, completed_config
+from keras_vdiff.convert.checkpoint import ConversionError, assign
 
 __all__ = ["convert_wan_vae", "wan_vae_config"]
 
@@ -53,14 +53,7 @@ LAYOUT = ("base_dim", "decoder_base_dim", "z_dim", "dim_mult", "num_res_blocks",
 
 def wan_vae_config(config):
     """The ``WanVAE`` constructor arguments of a diffusers ``config.json`` (checked; raises ``ConversionError``)."""
-    unknown = sorted(k for k in config if not k.startswith("_") and k not in DIFFUSERS_DEFAULTS)
-    if unknown:
-        raise ConversionError(
-            f"{WHERE} config field(s) {unknown} are not known to this converter (a newer diffusers?); "
-            f"known: {sorted(DIFFUSERS_DEFAULTS)}."
-        )
-    check_config(config, SUPPORTED, WHERE)
-    merged = dict(DIFFUSERS_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")})
+    merged = completed_config(config, DIFFUSERS_DEFAULTS, SUPPORTED, WHERE)
     arguments = {name: merged[name] for name in LAYOUT}
     for name in ("dim_mult", "temperal_downsample", "latents_mean", "latents_std"):
         arguments[name] = tuple(arguments[name]) if isinstance(arguments[name], (list, tuple)) else arguments[name]

@@ -35,6 +35,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_log import append_rows  # noqa: E402
 REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "bench", "diffusers_latte_baseline.py")
 # Reference configs: diffusers num_attention_heads=4, attention_head_dim, num_layers (= spatial/temporal pairs).
 CONFIGS = {"tiny": dict(head_dim=32, num_pairs=4), "medium": dict(head_dim=64, num_pairs=6)}
@@ -121,11 +123,7 @@ def main(argv=None):
             key = "ratio_to_diffusers_compiled" if reference_compile else "ratio_to_diffusers"
             for row in ours:
                 row[key] = round(row["seconds"] / reference["seconds"], 3)
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    with open(args.output, "a") as file:
-        for row in rows:
-            file.write(json.dumps(dict(row, time=stamp)) + "\n")
+    append_rows(args.output, rows)
     return 0
 
 

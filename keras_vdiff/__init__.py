@@ -14,6 +14,8 @@ from keras_vdiff import autoencoders
 from keras_vdiff import presets
 from keras_vdiff import tasks
 from keras_vdiff.tasks import FrameConditionedDiffusion, TextToVideoPreprocessor, VideoDiffusion
+from keras_vdiff.tasks import Cascade, SuperResolutionDiffusion, temporal_super_resolution
+from keras_vdiff.tasks import GuidanceConditionedDiffusion, GuidedDistillation, ProgressiveDistillation
 from keras_vdiff import training
 from keras_vdiff import convert
 from keras_vdiff import distribution

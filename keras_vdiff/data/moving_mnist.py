@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from keras_vdiff.validation import check_int
+from keras_vdiff.validation import check_int, check_pair
 
 MOTIONS = ("up and down", "left and right", "to and fro")
 DIGITS_SOURCES = ("auto", "sklearn", "mnist")
@@ -92,15 +92,18 @@ def _render(sources, centers, scales, frame_size, digit_size):
         sources: (N, h, w) digit images in [0, 1].
         centers: (N, F, 2) (row, col) of the digit centre in frame pixels.
         scales: (N, F) scale of the digit relative to ``digit_size``.
-    Returns: (N, F, S, S) float32 frames in [0, 1].
+        frame_size: S, or (height, width).
+    Returns: (N, F, S, S) (or (N, F, height, width)) float32 frames in [0, 1].
     """
     n, h, w = sources.shape
+    frame_height, frame_width = (frame_size, frame_size) if np.isscalar(frame_size) else frame_size
     padded = np.pad(sources, ((0, 0), (1, 1), (1, 1)))  # zero border: outside the digit is black
-    grid = np.arange(frame_size, dtype=np.float32) + 0.5
+    row_grid = np.arange(frame_height, dtype=np.float32) + 0.5
+    col_grid = np.arange(frame_width, dtype=np.float32) + 0.5
     # Frame pixel -> source pixel: (p - centre) / (scale * digit_size / h) + h / 2.
     pixel_per_source = (scales * digit_size / h)[..., None]  # (N, F, 1)
-    rows = (grid[None, None, :] - centers[..., 0:1]) / pixel_per_source + h / 2 - 0.5 + 1
-    cols = (grid[None, None, :] - centers[..., 1:2]) / (scales * digit_size / w)[..., None] + w / 2 - 0.5 + 1
+    rows = (row_grid[None, None, :] - centers[..., 0:1]) / pixel_per_source + h / 2 - 0.5 + 1
+    cols = (col_grid[None, None, :] - centers[..., 1:2]) / (scales * digit_size / w)[..., None] + w / 2 - 0.5 + 1
     rows = np.clip(rows, 0, h + 1 - 1e-4)
     cols = np.clip(cols, 0, w + 1 - 1e-4)
     r0, c0 = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
@@ -117,7 +120,8 @@ def _render(sources, centers, scales, frame_size, digit_size):
 
 
 def _bounce(start, velocity, low, high, num_frames):
-    """Positions (N, F) of points moving at constant speed, reflected at [low, high]."""
+    """Positions (N, F) of points moving at constant speed, reflected at [low, high] (scalars or (N,))."""
+    high = np.reshape(high, (-1, 1))
     span = high - low
     raw = start[:, None] - low + velocity[:, None] * np.arange(num_frames)[None, :]
     folded = np.mod(raw, 2 * span)
@@ -125,16 +129,21 @@ def _bounce(start, velocity, low, high, num_frames):
 
 
 def _trajectories(motions, frame_size, digit_size, num_frames, rng):
-    """Centres (N, F, 2) and scales (N, F) of each motion."""
+    """Centres (N, F, 2) and scales (N, F) of each motion (``frame_size``: S or (height, width))."""
     n = len(motions)
     half = digit_size / 2
-    low, high = half, frame_size - half
+    height, width = (frame_size, frame_size) if np.isscalar(frame_size) else frame_size
+    along, across = height, height  # a digit bounces along its axis and sits anywhere across the other
+    if height != width:
+        horizontal = motions == MOTIONS.index("left and right")
+        along, across = np.where(horizontal, width, height), np.where(horizontal, height, width)
+    low = half
     centers = np.empty((n, num_frames, 2), np.float32)
     scales = np.ones((n, num_frames), np.float32)
-    speed = rng.uniform(0.09, 0.14, n) * frame_size * rng.choice([-1.0, 1.0], n)
-    fixed = rng.uniform(low, high, n)
-    moving = _bounce(rng.uniform(low, high, n), speed, low, high, num_frames)
-    middle = frame_size / 2 + rng.uniform(-0.08, 0.08, (n, 2)) * frame_size
+    speed = rng.uniform(0.09, 0.14, n) * min(height, width) * rng.choice([-1.0, 1.0], n)
+    fixed = rng.uniform(low, across - half, n)
+    moving = _bounce(rng.uniform(low, along - half, n), speed, low, along - half, num_frames)
+    middle = np.array([height, width]) / 2 + rng.uniform(-0.08, 0.08, (n, 2)) * np.array([height, width])
     for axis, name in ((0, "up and down"), (1, "left and right")):
         chosen = motions == MOTIONS.index(name)
         centers[chosen, :, axis] = moving[chosen]
@@ -164,12 +173,14 @@ def moving_mnist(
 
     Args:
         num_videos: number of videos.
-        frame_size: height = width of the frames (16 for the CPU demo, 32+ otherwise).
+        frame_size: height = width of the frames (16 for the CPU demo, 32+ otherwise), or a pair
+            ``(height, width)`` for frames of another aspect ratio (native sizes: a digit moving
+            "left and right" bounces across the width, "up and down" across the height).
         num_frames: frames per video (the thesis: 10).
         seed: seed of the digit choice, the motions and the trajectories.
         digits_source: ``"auto"``, ``"sklearn"`` or ``"mnist"`` (module docstring).
         split: ``"train"`` or ``"test"``: which digit images to draw from.
-        digit_size: digit height in pixels at scale 1 (default ``frame_size // 2``).
+        digit_size: digit height in pixels at scale 1 (default half the shorter side).
         digits: optional (num_videos,) digit labels to render (default: random).
         motions: optional (num_videos,) motion indices (default: random, balanced).
 
@@ -186,16 +197,21 @@ def moving_mnist(
         ((8, 10, 16, 16, 1), 'The digit 3 is moving to and fro')
     """
     num_videos = check_int(num_videos, "num_videos")
-    frame_size = check_int(frame_size, "frame_size")
+    if isinstance(frame_size, (tuple, list)):
+        height, width = check_pair(frame_size, "frame_size")
+        frame_size = height if height == width else (height, width)  # square pairs render as before
+    else:
+        height = width = frame_size = check_int(frame_size, "frame_size")
     num_frames = check_int(num_frames, "num_frames")
-    if frame_size < 8:
+    if min(height, width) < 8:
         raise ValueError(f"`frame_size` must be at least 8, got {frame_size}.")
     if num_frames < 2:
         # Every caption names a motion, which a single frame cannot show.
         raise ValueError(f"`num_frames` must be at least 2 (the captions describe motion), got {num_frames}.")
-    digit_size = frame_size // 2 if digit_size is None else check_int(digit_size, "digit_size")
-    if digit_size * 1.4 > frame_size:
-        raise ValueError(f"`digit_size` must be at most frame_size / 1.4 = {frame_size / 1.4:.1f}, got {digit_size}.")
+    side = min(height, width)
+    digit_size = side // 2 if digit_size is None else check_int(digit_size, "digit_size")
+    if digit_size * 1.4 > side:
+        raise ValueError(f"`digit_size` must be at most frame_size / 1.4 = {side / 1.4:.1f}, got {digit_size}.")
     images, labels = load_digit_images(digits_source, split)
     rng = np.random.default_rng(seed)
     if digits is None:
@@ -211,7 +227,7 @@ def moving_mnist(
     by_digit = [np.flatnonzero(labels == d) for d in range(10)]
     chosen = np.array([by_digit[d][rng.integers(len(by_digit[d]))] for d in digits])
     centers, scales = _trajectories(motions, frame_size, digit_size, num_frames, rng)
-    videos = np.empty((num_videos, num_frames, frame_size, frame_size, 1), np.uint8)
+    videos = np.empty((num_videos, num_frames, height, width, 1), np.uint8)
     for start in range(0, num_videos, _CHUNK):
         part = slice(start, start + _CHUNK)
         frames = _render(images[chosen[part]], centers[part], scales[part], frame_size, digit_size)

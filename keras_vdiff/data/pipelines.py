@@ -7,7 +7,8 @@ travel through a compiled train step on JAX or PyTorch) or precomputed
 encoder need not run at every step). :class:`VideoBatches` is a
 ``keras.utils.PyDataset`` (portable across the three backends) that shuffles
 every epoch and tokenizes captions on the fly; :func:`precompute_text` runs a
-frozen text encoder once over all captions.
+frozen text encoder once over all captions. :class:`BucketedBatches` serves videos
+of several shapes (aspect-ratio buckets, native-size training): each batch one shape.
 """
 
 import keras
@@ -16,7 +17,7 @@ import numpy as np
 # The names of the text inputs are the backbone contract's (one definition, in layers/conditioning.py).
 from keras_vdiff.layers.conditioning import TEXT_KEYS
 
-__all__ = ["VideoBatches", "precompute_text", "to_tf_dataset", "TEXT_KEYS"]
+__all__ = ["VideoBatches", "BucketedBatches", "precompute_text", "to_tf_dataset", "TEXT_KEYS"]
 
 
 def _token_ids(tokenizer, captions):
@@ -141,3 +142,125 @@ def to_tf_dataset(data, batch_size=32, tokenizer=None, keys=None, shuffle=True, 
     if shuffle:
         dataset = dataset.shuffle(batches.count, seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batches.batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+class BucketedBatches(keras.utils.PyDataset):
+    """Batches of videos of several shapes (aspect-ratio / length buckets, Sora's native sizes): each batch one shape.
+
+    The videos are grouped by shape; each group is batched as :class:`VideoBatches`
+    does (shuffled every epoch, captions tokenized), and every epoch visits the
+    batches of all groups in a fresh random order that starts with one batch of
+    each shape. ``model.fit`` takes it on every backend: ``VideoDiffusion.fit``
+    prepares the backbone's graph for each shape (``VideoBackbone.at_shape``) and,
+    on TensorFlow, reads it as a ``tf.data`` pipeline whose varying sizes are
+    ``None`` (``to_tf_dataset``).
+
+    Args:
+        data: a list of dicts of arrays (``VideoBatches``' ``data``, e.g. one
+            ``kv.data.moving_mnist`` set per frame size), or one dict whose
+            ``videos`` is a list of single videos of any shapes (its other entries
+            one per video).
+        batch_size: videos per batch.
+        tokenizer, keys, drop_remainder: as in :class:`VideoBatches` (every group the same).
+        shuffle: reshuffle the videos and the batch order every epoch.
+        seed: seed of the shuffling.
+        **kwargs: ``keras.utils.PyDataset`` options.
+
+    Example:
+        >>> square = kv.data.moving_mnist(1000, frame_size=16)
+        >>> wide = kv.data.moving_mnist(1000, frame_size=(16, 24))
+        >>> batches = BucketedBatches([square, wide], batch_size=32, tokenizer=encoder.tokenizer)
+        >>> batches.video_shapes
+        [(10, 16, 16, 1), (10, 16, 24, 1)]
+        >>> model.fit(batches, epochs=10)
+    """
+
+    def __init__(self, data, batch_size=32, tokenizer=None, keys=None, shuffle=True, drop_remainder=False, seed=0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        groups = _groups_by_shape(data)
+        self.video_shapes = sorted(groups)
+        self.buckets = [
+            VideoBatches(groups[shape], batch_size=batch_size, tokenizer=tokenizer, keys=keys, shuffle=shuffle,
+                         drop_remainder=drop_remainder, seed=seed + k)
+            for k, shape in enumerate(self.video_shapes)
+        ]
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = self._epoch_order()
+
+    def _epoch_order(self):
+        """``(bucket, batch)`` pairs of one epoch: one batch of each shape first, then the rest (shuffled)."""
+        pairs = [(k, i) for k, bucket in enumerate(self.buckets) for i in range(len(bucket))]
+        if self.shuffle:
+            pairs = [pairs[j] for j in self.rng.permutation(len(pairs))]
+        first = [next(pair for pair in pairs if pair[0] == k) for k in range(len(self.buckets))]
+        return first + [pair for pair in pairs if pair not in first]
+
+    def __len__(self):
+        return len(self.order)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"Batch {index} is out of range for {len(self)} batches.")
+        bucket, batch = self.order[index]
+        return self.buckets[bucket][batch]
+
+    def on_epoch_end(self):
+        for bucket in self.buckets:
+            bucket.on_epoch_end()
+        self.order = self._epoch_order()
+
+    def to_tf_dataset(self):
+        """These batches as a ``tf.data.Dataset`` whose sizes that differ between shapes are ``None``."""
+        import tensorflow as tf
+
+        first = [bucket[0] for bucket in self.buckets]
+        signature = {}
+        for key in first[0]:
+            shapes = [np.shape(batch[key])[1:] for batch in first]
+            dims = [shapes[0][d] if len({s[d] for s in shapes}) == 1 else None for d in range(len(shapes[0]))]
+            signature[key] = tf.TensorSpec((None,) + tuple(dims), tf.as_dtype(np.asarray(first[0][key]).dtype))
+
+        def batches():
+            for index in range(len(self)):
+                yield self[index]
+            self.on_epoch_end()
+
+        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+
+
+def _groups_by_shape(data):
+    """``{video shape: dict of arrays}`` from a list of dicts or one dict of single videos of several shapes."""
+    if isinstance(data, dict):
+        if "videos" not in data:
+            raise ValueError("`data` must be a list of dicts with `videos` arrays, or a dict with a `videos` list.")
+        rows = {}
+        for index, video in enumerate(data["videos"]):
+            rows.setdefault(tuple(np.shape(video)), []).append(index)
+        parts = [{key: _take(value, index) for key, value in data.items()} for index in rows.values()]
+    elif isinstance(data, (list, tuple)) and data and all(isinstance(part, dict) for part in data):
+        parts = list(data)
+    else:
+        raise ValueError(f"`data` must be a non-empty list of dicts or a dict with a `videos` list, got {type(data)}.")
+    groups = {}
+    for part in parts:
+        if "videos" not in part:
+            raise ValueError(f"Every dict of `data` needs a `videos` array; one has {sorted(part)}.")
+        shape = tuple(np.shape(part["videos"])[1:])
+        if shape in groups:  # two dicts of one shape: one group
+            groups[shape] = {key: _concatenated(groups[shape][key], part[key]) for key in groups[shape] if key in part}
+        else:
+            groups[shape] = dict(part)
+    return groups
+
+
+def _take(value, index):
+    return [value[i] for i in index] if isinstance(value, list) else np.asarray(value)[index]
+
+
+def _concatenated(first, second):
+    if isinstance(first, list) or isinstance(second, list):
+        return list(first) + list(second)
+    return np.concatenate([np.asarray(first), np.asarray(second)])

@@ -19,7 +19,8 @@ import numpy as np
 import keras_hub
 
 from keras_vdiff.atomic_files import staged_directory
-from keras_vdiff.models import lora
+from keras_vdiff.layers.conditioning import backbone_inputs
+from keras_vdiff.models import lora, native_sizes
 from keras_vdiff.presets import pipeline_format, registry
 from keras_vdiff.presets.loading import weights_to_load
 # Moved to keras_vdiff.validation; kept importable here under their old names.
@@ -59,17 +60,67 @@ class VideoBackbone(keras_hub.models.Backbone):
 
     def __call__(self, inputs, *args, **kwargs):
         if isinstance(inputs, dict):
-            self._check_inputs(inputs)
+            graph = native_sizes.graph_for(self, inputs)
+            if graph is native_sizes.UNKNOWN_SIZE:  # a TensorFlow graph without static sizes: branch on them
+                return native_sizes.call_by_runtime_shape(
+                    self, inputs, lambda fixed: super(VideoBackbone, self).__call__(fixed, *args, **kwargs),
+                    args, kwargs)
+            self._check_inputs(inputs, graph.input)
+            if graph is not self:
+                return graph(inputs, *args, **kwargs)
         return super().__call__(inputs, *args, **kwargs)
 
-    def _check_inputs(self, inputs):
+    # === Native sizes (models/native_sizes.py) ===
+    # A family whose positions are computed for the shape sets `native_sizes = True` and builds its graph in
+    # `_forward(inputs, latent_shape)`; `at_shape` then gives it at any other shape with the same weights.
+    native_sizes = False
+
+    def _forward(self, inputs, latent_shape):
+        """The family's forward pass on ``inputs`` (``keras.Input`` s) at ``latent_shape``: its outputs."""
+        raise NotImplementedError(f"{type(self).__name__} has no native-size forward pass.")
+
+    def _build_native_graph(self, values, latent_shape, dtype=None, **kwargs):
+        """A native-size family's functional model at its training shape: keeps the config (``values``, the
+        family's ``locals()``, which ``_forward`` reads), then ``_forward`` on the contract's inputs."""
+        self.store_config(values)
+        inputs = backbone_inputs(latent_shape, values["conditioning"], values.get("text_dim"))
+        VideoBackbone.__init__(self, inputs=inputs, outputs=self._forward(inputs, latent_shape), dtype=dtype, **kwargs)
+
+    def _token_grid(self, latent_shape):
+        """``(token frames, (rows, cols))`` of the patches of video latents ``(F, H, W, C)``."""
+        frames, height, width, _ = latent_shape
+        return frames // getattr(self, "tubelet_size", 1), (height // self.patch_size, width // self.patch_size)
+
+    def at_shape(self, latent_shape):
+        """This backbone at another latent shape, sharing every weight (Sora's native sizes).
+
+        A family with ``native_sizes`` (Latte, VideoDiT, GenTron, DiT) takes any frame
+        count divisible by its ``tubelet_size`` and any height / width divisible by
+        its ``patch_size``; its positions are computed for the shape (sin-cos tables,
+        RoPE angles). Calling the backbone on latents of another shape uses this
+        graph (built once per shape); at the training shape it is the backbone itself.
+
+        Args:
+            latent_shape: ``(frames, height, width[, channels])`` (``(height, width[, channels])``
+                for an image backbone).
+
+        Returns: a ``keras.Model`` with the backbone's inputs and layers at that shape.
+
+        Example:
+            >>> wide = latte.at_shape((10, 16, 24))          # trained on (10, 16, 16, 1)
+            >>> wide({"latents": noisy, "timesteps": t, "class_labels": y}).shape
+            (2, 10, 16, 24, 1)
+        """
+        return native_sizes.graph_at(self, latent_shape)
+
+    def _check_inputs(self, inputs, spec=None):
         """Shape and range checks of a call's input dict, each error naming the input (cheap: static shapes only).
 
         Without them a wrong channel count surfaces as a Dense layer's matmul
         error, and a label out of range as NaN (JAX gathers out of bounds
         without raising) or, for -1, silently as the last table row.
         """
-        spec = self.input
+        spec = self.input if spec is None else spec
         if not isinstance(spec, dict):
             return
         unknown = sorted(set(inputs) - set(spec))

@@ -19,6 +19,7 @@ from keras_vdiff.layers.modulation import FinalLayer
 from keras_vdiff.layers.patching import PatchEmbedding, Unpatchify
 from keras_vdiff.layers.transformer import DiTBlock
 from keras_vdiff.models.backbone import VideoBackbone
+from keras_vdiff.models.native_sizes import unpatchify_at
 from keras_vdiff.validation import check_int, check_pair
 
 # The paper's model sizes (Table 1): depth, width, heads.
@@ -69,6 +70,7 @@ class DiT(VideoBackbone):
 
     is_video = False
     conditioning = "class"
+    native_sizes = True  # any height / width of the patches (`at_shape`)
 
     def __init__(
         self,
@@ -120,17 +122,14 @@ class DiT(VideoBackbone):
         self.unpatchify = Unpatchify(patch_size, out_channels, grid_size=grid, name="unpatchify", dtype=dtype)
 
         # === Functional model ===
+        self.patch_size, self.hidden_dim, self.pos_embed_order = patch_size, hidden_dim, pos_embed_order
         latents = keras.Input(shape=(height, width, in_channels), name="latents")
         timesteps = keras.Input(shape=(), name="timesteps")
         class_labels = keras.Input(shape=(), dtype="int32", name="class_labels")
-        x = self.patch_embedding(latents)
-        x = x + ops.cast(sincos_embedding_2d(grid[0], grid[1], hidden_dim, order=pos_embed_order)[None], x.dtype)
-        c = self.timestep_embedding(timesteps) + self.label_embedding(class_labels)
-        for block in self.blocks:
-            x = block(x, c)
-        outputs = self.unpatchify(self.final_layer(x, c))
+        inputs = {"latents": latents, "timesteps": timesteps, "class_labels": class_labels}
+        outputs = self._forward(inputs, (height, width, in_channels))
         super().__init__(
-            inputs={"latents": latents, "timesteps": timesteps, "class_labels": class_labels},
+            inputs=inputs,
             outputs=outputs,
             dtype=dtype,
             **kwargs,
@@ -152,6 +151,17 @@ class DiT(VideoBackbone):
         self.mlp_norm_epsilon = mlp_norm_epsilon
         self.out_channels = out_channels
         self.latent_shape = (height, width, in_channels)
+
+    def _forward(self, inputs, latent_shape):
+        """The forward pass at ``latent_shape`` ``(H, W, C)`` (positions computed for it; ``at_shape``)."""
+        grid = (latent_shape[0] // self.patch_size, latent_shape[1] // self.patch_size)
+        x = self.patch_embedding(inputs["latents"])
+        table = sincos_embedding_2d(grid[0], grid[1], self.hidden_dim, order=self.pos_embed_order)
+        x = x + ops.cast(table[None], x.dtype)
+        c = self.timestep_embedding(inputs["timesteps"]) + self.label_embedding(inputs["class_labels"])
+        for block in self.blocks:
+            x = block(x, c)
+        return unpatchify_at(self.unpatchify, grid)(self.final_layer(x, c))
 
     def get_config(self):
         config = super().get_config()

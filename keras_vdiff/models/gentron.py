@@ -21,12 +21,13 @@ import keras
 from keras import ops
 
 from keras_vdiff.layers.embeddings import rope_frequencies, sincos_embedding_1d, sincos_embedding_2d
-from keras_vdiff.layers.conditioning import ConditionEmbedding, backbone_inputs, check_conditioning
+from keras_vdiff.layers.conditioning import ConditionEmbedding, check_conditioning
 from keras_vdiff.layers.modulation import output_head
 from keras_vdiff.layers.patching import PatchEmbedding
 from keras_vdiff.layers.video_blocks import GenTronBlock
 from keras_vdiff.models.backbone import VideoBackbone
 from keras_vdiff.models.latte import check_choice, check_video_transformer
+from keras_vdiff.models.native_sizes import unpatchify_at
 
 GENTRON_TEMPORAL_POSITIONS = (None, "sincos", "rope")
 
@@ -72,6 +73,7 @@ class GenTron(VideoBackbone):
         "input_shape", "patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_ratio", "conditioning",
         "num_classes", "text_dim", "temporal_position", "qk_norm", "learn_sigma", "class_dropout_prob",
     )
+    native_sizes = True  # any frame count / height / width of the patches (`at_shape`)
 
     def __init__(
         self,
@@ -107,25 +109,28 @@ class GenTron(VideoBackbone):
         ]
         self.final_layer, self.unpatchify = output_head(patch_size, out_channels, grid, dtype=dtype)
 
-        # === Functional model ===
-        inputs = backbone_inputs((frames, height, width, in_channels), conditioning, text_dim)
-        latents = inputs["latents"]
-        c = self.condition_embedding.embed(inputs)
-        x = self.patch_embedding(latents)
-        x = x + ops.cast(sincos_embedding_2d(grid[0], grid[1], hidden_dim)[None, None], x.dtype)
-        if temporal_position == "sincos":
-            x = x + ops.cast(sincos_embedding_1d(frames, hidden_dim)[None, :, None, :], x.dtype)
-        rope = rope_frequencies(range(frames), head_dim) if temporal_position == "rope" else None
-        for block in self.blocks:
-            x = block(x, c, context=inputs.get("text_embeddings"), context_mask=inputs.get("text_mask"),
-                      temporal_rope=rope)
-        outputs = self.unpatchify(self.final_layer(x, c))
-        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+        # === Functional model === (`_forward`, at the training shape)
+        self._build_native_graph(locals(), (frames, height, width, in_channels), dtype=dtype, **kwargs)
 
         # === Config ===
         self.store_config(locals(), in_channels=in_channels, out_channels=out_channels,
                           latent_shape=(frames, height, width, in_channels))
 
+    def _forward(self, inputs, latent_shape):
+        """The forward pass at ``latent_shape`` (its positions computed for that shape; ``at_shape``)."""
+        frames, grid = self._token_grid(latent_shape)
+        latents = inputs["latents"]
+        c = self.condition_embedding.embed(inputs)
+        x = self.patch_embedding(latents)
+        x = x + ops.cast(sincos_embedding_2d(grid[0], grid[1], self.hidden_dim)[None, None], x.dtype)
+        if self.temporal_position == "sincos":
+            x = x + ops.cast(sincos_embedding_1d(frames, self.hidden_dim)[None, :, None, :], x.dtype)
+        head_dim = self.hidden_dim // self.num_heads
+        rope = rope_frequencies(range(frames), head_dim) if self.temporal_position == "rope" else None
+        for block in self.blocks:
+            x = block(x, c, context=inputs.get("text_embeddings"), context_mask=inputs.get("text_mask"),
+                      temporal_rope=rope)
+        return unpatchify_at(self.unpatchify, grid)(self.final_layer(x, c))
 
 # === Presets === (data; registered by keras_vdiff.models)
 GENTRON_PRESETS = {

@@ -32,13 +32,14 @@ import keras
 from keras import ops
 
 from keras_vdiff.layers.embeddings import rope_frequencies, sincos_embedding_1d, sincos_embedding_2d
-from keras_vdiff.layers.conditioning import ConditionEmbedding, backbone_inputs, check_conditioning
+from keras_vdiff.layers.conditioning import ConditionEmbedding, check_conditioning
 from keras_vdiff.layers.modulation import MODULATIONS, AdaLNModulation, output_head
 from keras_vdiff.layers.patching import PatchEmbedding
 from keras_vdiff.layers.transformer import MLP_ACTIVATIONS, MLP
 from keras_vdiff.layers.embeddings import SINCOS_2D_ORDERS
 from keras_vdiff.layers.video_blocks import FactorizedBlock, SpatioTemporalBlock, SplitHeadBlock, TextCrossAttentionBlock
 from keras_vdiff.models.backbone import VideoBackbone
+from keras_vdiff.models.native_sizes import unpatchify_at
 from keras_vdiff.validation import check_int
 
 # The paper's model sizes (DiT's; Latte Table / official code): depth, width, heads.
@@ -156,6 +157,7 @@ class Latte(VideoBackbone):
         "cross_attention_norm", "pooled_text", "pos_embed_order", "interpolation_scale", "mlp_activation",
         "norm_epsilon", "temporal_attention",
     )
+    native_sizes = True  # any frame count / height / width of the patches (`at_shape`)
 
     def __init__(
         self,
@@ -264,33 +266,45 @@ class Latte(VideoBackbone):
         self.blocks = [block for _, block in layout]
         self.final_layer, self.unpatchify = output_head(patch_size, out_channels, grid, tubelet_size, dtype, adaln)
 
-        # === Functional model ===
-        inputs = backbone_inputs((frames, height, width, in_channels), conditioning, text_dim)
+        self.layout_kinds = [kind for kind, _ in layout]
+
+        # === Functional model === (`_forward`, at the training shape)
+        self._build_native_graph(locals(), (frames, height, width, in_channels), dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.input_shape_ = (frames, height, width, in_channels)
+        self.store_config(locals(), in_channels=in_channels, out_channels=out_channels,
+                          latent_shape=(frames, height, width, in_channels))
+
+    def _forward(self, inputs, latent_shape):
+        """The forward pass at ``latent_shape`` (its positions computed for that shape; ``at_shape``)."""
+        token_frames, grid = self._token_grid(latent_shape)
         latents = inputs["latents"]
         c = self.condition_embedding.embed(inputs)
-        block_condition = self.shared_modulation(c)[0] if adaln == "single" else c  # (B, 6D) | (B, D)
+        block_condition = self.shared_modulation(c)[0] if self.adaln == "single" else c  # (B, 6D) | (B, D)
         context = inputs.get("text_embeddings")
-        if caption_projection:
+        if self.caption_projection:
             context = self.caption_projector(context)
         context_mask = inputs.get("text_mask")
 
         x = self.patch_embedding(latents)  # (B, F', N, D)
-        spatial_table = sincos_embedding_2d(grid[0], grid[1], hidden_dim, order=pos_embed_order,
-                                            interpolation_scale=interpolation_scale)
+        spatial_table = sincos_embedding_2d(grid[0], grid[1], self.hidden_dim, order=self.pos_embed_order,
+                                            interpolation_scale=self.interpolation_scale)
         x = x + ops.cast(spatial_table[None, None], x.dtype)
-        temporal_table = sincos_embedding_1d(token_frames, hidden_dim)[None, :, None, :]
-        rope = rope_frequencies(range(token_frames), head_dim) if temporal_position == "rope" else None
+        temporal_table = sincos_embedding_1d(token_frames, self.hidden_dim)[None, :, None, :]
+        head_dim = self.hidden_dim // self.num_heads
+        rope = rope_frequencies(range(token_frames), head_dim) if self.temporal_position == "rope" else None
         # One frame has no temporal positions to tell apart (diffusers adds none either).
-        needs_temporal_table = temporal_position == "sincos" and token_frames > 1
-        if needs_temporal_table and variant in (3, 4):
+        needs_temporal_table = self.temporal_position == "sincos" and token_frames > 1
+        if needs_temporal_table and self.variant in (3, 4):
             # Their first block already attends over time: add the frame table up front.
             x = x + ops.cast(temporal_table, x.dtype)
             needs_temporal_table = False
-        for kind, block in layout:
+        for kind, block in zip(self.layout_kinds, self.blocks):
             if kind == "text":
                 x = block(x, context, context_mask)
                 continue
-            if kind == "factorized_temporal" and not temporal_attention:
+            if kind == "factorized_temporal" and not self.temporal_attention:
                 x = block(x, block_condition, active=False)  # weights kept, block not run
                 continue
             if kind == "factorized_temporal" and needs_temporal_table:
@@ -301,13 +315,7 @@ class Latte(VideoBackbone):
                           rope=rope if kind == "factorized_temporal" else None)
             else:
                 x = block(x, c, context=context, context_mask=context_mask, temporal_rope=rope)
-        outputs = self.unpatchify(self.final_layer(x, c))
-        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
-
-        # === Config ===
-        self.input_shape_ = (frames, height, width, in_channels)
-        self.store_config(locals(), in_channels=in_channels, out_channels=out_channels,
-                          latent_shape=(frames, height, width, in_channels))
+        return unpatchify_at(self.unpatchify, grid)(self.final_layer(x, c))
 
 
 # === Presets === (data; registered by keras_vdiff.models)

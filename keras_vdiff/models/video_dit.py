@@ -19,13 +19,14 @@ import numpy as np
 from keras import ops
 
 from keras_vdiff.layers.embeddings import rope_frequencies, sincos_embedding_3d
-from keras_vdiff.layers.conditioning import ConditionEmbedding, backbone_inputs, check_conditioning
+from keras_vdiff.layers.conditioning import ConditionEmbedding, check_conditioning
 from keras_vdiff.layers.modulation import output_head
 from keras_vdiff.layers.patching import PatchEmbedding
 from keras_vdiff.layers.transformer import DiTBlock
 from keras_vdiff.layers.video_blocks import MMDiTBlock
 from keras_vdiff.models.backbone import VideoBackbone
 from keras_vdiff.models.latte import LATTE_SIZES, check_choice, check_video_transformer
+from keras_vdiff.models.native_sizes import unpatchify_at
 
 POSITIONS = ("sincos", "rope")
 TEXT_MODES = ("cross", "joint")
@@ -88,6 +89,7 @@ class VideoDiT(VideoBackbone):
         "conditioning", "num_classes", "text_dim", "text_mode", "position", "qk_norm", "learn_sigma",
         "class_dropout_prob",
     )
+    native_sizes = True  # any frame count / height / width of the patches (`at_shape`)
 
     def __init__(
         self,
@@ -140,13 +142,23 @@ class VideoDiT(VideoBackbone):
             ]
         self.final_layer, self.unpatchify = output_head(patch_size, out_channels, grid, tubelet_size, dtype)
 
-        # === Functional model ===
-        inputs = backbone_inputs((frames, height, width, in_channels), conditioning, text_dim)
+        # === Functional model === (`_forward`, at the training shape)
+        self._build_native_graph(locals(), (frames, height, width, in_channels), dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.store_config(locals(), in_channels=in_channels, out_channels=out_channels,
+                          latent_shape=(frames, height, width, in_channels))
+
+    def _forward(self, inputs, latent_shape):
+        """The forward pass at ``latent_shape`` (its positions computed for that shape; ``at_shape``)."""
+        token_frames, grid = self._token_grid(latent_shape)
+        hidden_dim, head_dim = self.hidden_dim, self.hidden_dim // self.num_heads
+        joint = self.conditioning == "text" and self.text_mode == "joint"
         latents = inputs["latents"]
         c = self.condition_embedding.embed(inputs)
-        x = ops.reshape(self.patch_embedding(latents), (-1, num_tokens, hidden_dim))
+        x = ops.reshape(self.patch_embedding(latents), (-1, token_frames * grid[0] * grid[1], hidden_dim))
         rope = None
-        if position == "sincos":
+        if self.position == "sincos":
             table = sincos_embedding_3d(token_frames, grid[0], grid[1], hidden_dim, temporal_width(hidden_dim))
             x = x + ops.cast(table[None], x.dtype)
         else:
@@ -160,13 +172,7 @@ class VideoDiT(VideoBackbone):
             for block in self.blocks:
                 x = block(x, c, context=context, context_mask=context_mask, rope=rope)
         x = ops.reshape(self.final_layer(x, c), (-1, token_frames, grid[0] * grid[1], self.final_layer.output_dim))
-        outputs = self.unpatchify(x)
-        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
-
-        # === Config ===
-        self.store_config(locals(), in_channels=in_channels, out_channels=out_channels,
-                          latent_shape=(frames, height, width, in_channels))
-
+        return unpatchify_at(self.unpatchify, grid)(x)
 
 # === Presets === (data; registered by keras_vdiff.models)
 VIDEO_DIT_PRESETS = {

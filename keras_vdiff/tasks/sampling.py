@@ -29,6 +29,7 @@ from keras_vdiff.diffusion.compile import SamplingLoop, backend_seed
 from keras_vdiff.diffusion.guidance import combine_guidance, guidance_scales
 from keras_vdiff.diffusion.noise import mixed_video_noise
 from keras_vdiff.diffusion.samplers import SAMPLERS, get_sampler
+from keras_vdiff.tasks.native_sizes import native_sampling_shape
 from keras_vdiff.tasks.replicas import batch_sharded
 
 # What ``generate(sampler=None)`` runs for a task without a default sampler.
@@ -149,8 +150,10 @@ def cached_sampling_loop(cache, task, sampler_instance, plan, sampler, steps, th
     return loop
 
 
-def sampling_latent_shape(backbone, autoencoder, num_frames):
-    """The per-video latent shape to sample for ``num_frames`` video frames (None: the backbone's)."""
+def sampling_latent_shape(backbone, autoencoder, num_frames, frame_size=None):
+    """The per-video latent shape to sample for ``num_frames`` video frames of ``frame_size`` (None: the backbone's)."""
+    if frame_size is not None:
+        return native_sampling_shape(backbone, autoencoder, num_frames, frame_size)
     latent_shape = tuple(backbone.latent_shape)
     is_video = bool(backbone.is_video)
     if num_frames is not None and is_video and hasattr(autoencoder, "latent_num_frames"):

@@ -35,6 +35,7 @@ from keras_vdiff.diffusion.noise import mixed_video_noise
 from keras_vdiff.tasks import conditioning as contract
 from keras_vdiff.tasks.pipeline_presets import PipelinePresetMixin
 from keras_vdiff.tasks.replicas import global_batch_draw, replica_uniform, scaled_for_replicas
+from keras_vdiff.tasks.native_sizes import native_size_latents, prepared_buckets
 from keras_vdiff.tasks.sampling import checked_default_sampler, run_sampler, sampling_latent_shape
 from keras_vdiff.tasks.text_to_video_preprocessor import as_preprocessor
 from keras_vdiff.validation import check_keywords
@@ -108,7 +109,7 @@ def training_latents(videos, backbone, autoencoder=None):
     if autoencoder is not None:
         videos = ops.cast(autoencoder.encode(videos), "float32")
     expected = tuple(backbone.latent_shape)
-    if tuple(videos.shape[1:]) != expected:
+    if tuple(videos.shape[1:]) != expected and not native_size_latents(backbone, videos.shape[1:]):
         raise ValueError(
             f"Batch latents have shape {tuple(videos.shape[1:])} but the backbone expects {expected} "
             "(per example)."
@@ -271,6 +272,9 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         data = getattr(x, "data", x)
         if isinstance(data, dict) and "labels" in data and self.conditioning == "class":
             contract.checked_labels(data["labels"], self.backbone.num_classes, name="labels")
+        if hasattr(x, "video_shapes"):  # BucketedBatches: the backbone's graph at every shape, before any trace
+            x = prepared_buckets(self, x)
+            kwargs.setdefault("shuffle", False)  # the batches shuffle themselves (a tf.data pipeline warns)
         try:
             return super().fit(x, *args, **kwargs)
         except Exception:
@@ -309,7 +313,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
     def generate(self, labels=None, prompts=None, num_frames=None, steps=50, sampler=None, guidance_scale=4.0,
                  seed=0, thresholding=None, guidance_schedule="constant", batch_size=1, text_embeddings=None,
                  initial_noise=None, noise_shared_weight=None, compile="auto", progress=False, return_latents=False,
-                 negative_prompts=None, **sampler_options):
+                 negative_prompts=None, frame_size=None, **sampler_options):
         """Sample videos.
 
         Args:
@@ -336,6 +340,8 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
                 graphs inside Keras, was no faster than eager in ``benchmarks/`` (not measured on a GPU).
             progress: show a progress bar where the loop runs step by step.
             return_latents: return the float32 latents instead of uint8 videos.
+            frame_size: ``(height, width)`` of the videos, for a backbone with native sizes (``at_shape``:
+                any size its patches divide; None: the training size).
             **sampler_options: ``eta`` (ddim), ``variance`` (ddpm), ``timestep_spacing``, ... (over the model's).
 
         Returns: numpy uint8 ``(B, F, H, W, C)`` (F = 1 for image backbones).
@@ -343,7 +349,8 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         plan = self.prepare_generation(labels=labels, prompts=prompts, text_embeddings=text_embeddings,
                                        negative_prompts=negative_prompts,
                                        batch_size=batch_size, num_frames=num_frames,
-                                       guidance_scale=guidance_scale, seed=seed, compile=compile)
+                                       guidance_scale=guidance_scale, seed=seed, compile=compile,
+                                       frame_size=frame_size)
         latents = self.sample_latents(plan, steps=steps, sampler=sampler, thresholding=thresholding,
                                       guidance_schedule=guidance_schedule, noise_shared_weight=noise_shared_weight,
                                       progress=progress, initial_noise=initial_noise, **sampler_options)
@@ -352,7 +359,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         return self.decode_latents(latents)
 
     def prepare_generation(self, labels=None, prompts=None, text_embeddings=None, batch_size=1, num_frames=None,
-                           guidance_scale=4.0, seed=0, compile="auto", negative_prompts=None):
+                           guidance_scale=4.0, seed=0, compile="auto", negative_prompts=None, frame_size=None):
         """Step 1 of ``generate``: the checked request as a plan dict.
 
         Returns ``{"conditions", "batch", "shape", "use_guidance", "guidance_scale",
@@ -368,7 +375,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
             use_guidance=use_guidance, text_encoder=self.text_encoder, preprocessor=self.preprocessor,
             negative_prompts=self.negative_prompt if negative_prompts is None else negative_prompts,
             negative_prompt_mask=self.negative_prompt_mask)
-        shape = (batch,) + sampling_latent_shape(self.backbone, self.autoencoder, num_frames)
+        shape = (batch,) + sampling_latent_shape(self.backbone, self.autoencoder, num_frames, frame_size)
         return dict(conditions=conditions, batch=batch, shape=shape, use_guidance=use_guidance,
                     guidance_scale=guidance_scale, seed=seed, compile=compile, task_inputs={})
 

@@ -6,6 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?=
+# pytest-xdist workers per backend (0: one process). The suite's tests are small programs whose time is mostly
+# single-threaded tracing and XLA compilation, so two processes keep both of a 2-core machine's cores busy; whole
+# files go to one worker (--dist loadfile), so a module's shared fixtures are built once.
+PYTEST_WORKERS ?= 2
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: venv install demo test test-slow bench clean
@@ -30,7 +34,7 @@ test: install
 	for b in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$b ==="; \
 	  start=$$(date +%s); \
-	  if KERAS_BACKEND=$$b $(PY) -m pytest -q -m "not slow" -p no:cacheprovider $(PYTEST_ARGS); then r=ok; else r=FAILED; status=1; fi; \
+	  if KERAS_BACKEND=$$b $(PY) -m pytest -q -m "not slow" -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); then r=ok; else r=FAILED; status=1; fi; \
 	  summary="$$summary\n  $$b: $$r ($$(( $$(date +%s) - start ))s)"; \
 	done; \
 	printf "Per-backend summary:$$summary\n"; exit $$status

@@ -87,8 +87,14 @@ def record(args, row):
 
 
 def shapes(args):
+    """Latent (F, H, W, C) and text shapes of the run; ``--frames`` sets the video frames (Wan: 1 + 4k)."""
     spec = MODELS[args.model]
-    return (spec["tiny_latents"], spec["tiny_text"]) if args.dry_run else (spec["latents"], spec["text"])
+    latents, text = (spec["tiny_latents"], spec["tiny_text"]) if args.dry_run else (spec["latents"], spec["text"])
+    if args.frames:
+        if args.model == "wan1_3b" and (args.frames - 1) % 4:
+            raise SystemExit(f"error: --frames must be 1 + 4k for Wan (its VAE's time stride), got {args.frames}")
+        latents = ((args.frames - 1) // 4 + 1 if args.model == "wan1_3b" else args.frames,) + tuple(latents[1:])
+    return latents, text
 
 
 def torch_device(args):
@@ -335,6 +341,8 @@ def main(argv=None):
     parser.add_argument("--model", choices=sorted(MODELS), default="latte1")
     parser.add_argument("--workdir", required=True, help="where the checkpoint, inputs and results.jsonl live")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (50; --dry-run: 2)")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="prepare: video frames (default Latte 16, Wan 17; Wan's full 81 takes longer)")
     parser.add_argument("--compile", action="store_true", help="diffusers: torch.compile the transformer")
     parser.add_argument("--train", action="store_true", help="also measure training steps/s")
     parser.add_argument("--dry-run", action="store_true", help="tiny configs, float32, CPU, 2 steps")

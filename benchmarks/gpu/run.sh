@@ -11,8 +11,9 @@
 #
 # Environment: PYTHON (default python3), MODELS ("latte1 wan1_3b"), BACKENDS ("jax tensorflow"), STEPS (50),
 # TRAIN_MODELS (models whose training steps/s are measured; default "latte1": Wan's compiles are the long part),
-# REFERENCE_COMPILE (1: also time diffusers under torch.compile), WORKDIR (scratch for the bf16 checkpoints;
-# default a new temp folder, removed at the end; a given one is kept).
+# WAN_FRAMES (17; 81 = Wan's default 480x832 video, several times longer), REFERENCE_COMPILE (1: also time
+# diffusers under torch.compile), WORKDIR (scratch for the bf16 checkpoints; default a new temp folder, removed at
+# the end; a given one is kept).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
@@ -38,7 +39,9 @@ for model in $MODELS; do
   common="--model $model --workdir $WORKDIR $DRY $STEPS_ARG"
   train=""
   case " $TRAIN_MODELS " in *" $model "*) train="--train";; esac
-  step $PYTHON benchmarks/gpu/compare.py prepare $common || continue
+  frames=""
+  [ "$model" = wan1_3b ] && [ -n "${WAN_FRAMES:-}" ] && frames="--frames $WAN_FRAMES"
+  step $PYTHON benchmarks/gpu/compare.py prepare $common $frames || continue
   step $PYTHON benchmarks/gpu/compare.py diffusers $common $train
   [ "$REFERENCE_COMPILE" = 1 ] && step $PYTHON benchmarks/gpu/compare.py diffusers $common --compile $train
   for backend in $BACKENDS; do

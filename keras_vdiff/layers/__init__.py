@@ -40,6 +40,7 @@ from keras_vdiff.layers.conditioning import (
     condition_inputs,
 )
 from keras_vdiff.layers.normalization import layer_norm
+from keras_vdiff.layers.packing import block_diagonal_mask, pack_tokens, unpack_tokens
 
 
 def __getattr__(name):

@@ -6,7 +6,7 @@
             -> middle: ResBlock, SpatialAttention, (TemporalAttention), ResBlock
             -> [ResBlock x (n+1) on concat(skip) (+ attention)] per level, Upsample
             -> GroupNorm, SiLU, conv_out (zero-initialised) -> output
-    emb = TimestepEmbedding(t) (+ LabelEmbedding(y) | + PooledTextEmbedding(text)) (+ fps embedding), width 4 * dim,
+    emb = TimestepEmbedding(t) (+ LabelEmbedding(y) | + PooledTextEmbedding(text)) (+ fps) (+ aug_level), width 4 * dim,
           broadcast-added (or as scale and shift) in every ResBlock
     text conditioning: every attention block also cross-attends to the text tokens (LDM)
 
@@ -70,7 +70,7 @@ class UNetBackbone(VideoBackbone):
     which means "all frames interact" and "no fps information".
     """
 
-    optional_input_names = ("temporal_mask", "fps")
+    optional_input_names = ("temporal_mask", "fps", "aug_level")
     CONFIG_KEYS = ()
 
     def __init__(
@@ -155,6 +155,8 @@ def build_unet_graph(
     relative_position_bias=True,
     learned_mix=False,
     fps_conditioning=False,
+    aug_level_conditioning=False,
+    mid_attention=True,
     num_extra_input_channels=0,
     temporal_mask_input=False,
     text_dim=None,
@@ -169,7 +171,10 @@ def build_unet_graph(
     ``num_extra_input_channels`` widens ``latents``; those channels enter
     through their own zero-initialised 3x3 convolution ``condition_in`` added to
     ``conv_in`` (equal to one ``conv_in`` over all channels, but ``conv_in``
-    stays the image model's and can be frozen).
+    stays the image model's and can be frozen). ``aug_level_conditioning`` adds the
+    optional input ``aug_level`` (B,) to the embedding; ``mid_attention=False`` drops
+    the middle block's spatial attention (with no attention resolutions: a fully
+    convolutional U-Net, Imagen Video's last stages).
     """
     (height, width), dim_mults, attention_resolutions = _check_unet_args(
         image_size, dim, dim_mults, attention_resolutions, conditioning, num_classes, num_heads, text_dim
@@ -207,21 +212,24 @@ def build_unet_graph(
     latents = keras.Input(shape=((num_frames,) if video else ()) + frame_shape, name="latents")
     timesteps = keras.Input(shape=(), name="timesteps")
     inputs = {"latents": latents, "timesteps": timesteps}
-    class_labels = fps = temporal_mask = None
+    class_labels = fps = aug_level = temporal_mask = None
     inputs.update(condition_inputs(conditioning, text_dim))
     class_labels = inputs.get("class_labels")
     context, context_mask = inputs.get("text_embeddings"), inputs.get("text_mask")
     if fps_conditioning:
         fps = inputs["fps"] = keras.Input(shape=(), name="fps", optional=True)
+    if aug_level_conditioning:
+        aug_level = inputs["aug_level"] = keras.Input(shape=(), name="aug_level", optional=True)
     if temporal_mask_input:
         temporal_mask = inputs["temporal_mask"] = keras.Input(shape=(), name="temporal_mask", optional=True)
 
     # === Graph ===
     emb_layer = add("condition_embedding", UNetConditionEmbedding(
         4 * dim, frequency_dim=dim, num_classes=num_classes if conditioning == "class" else None,
-        fps_conditioning=fps_conditioning, text_dim=context_dim, name="condition_embedding", **common
+        fps_conditioning=fps_conditioning, text_dim=context_dim, aug_level_conditioning=aug_level_conditioning,
+        name="condition_embedding", **common
     ))
-    emb = emb_layer(timesteps, class_labels, fps, inputs.get("pooled_text"), context_mask)
+    emb = emb_layer(timesteps, class_labels, fps, inputs.get("pooled_text"), context_mask, aug_level)
     conv_in = add("conv_in", keras.layers.Conv2D(dim, 3, padding="same", name="conv_in", **common))
     if num_extra_input_channels:
         condition_in = add("condition_in", keras.layers.Conv2D(
@@ -254,7 +262,8 @@ def build_unet_graph(
             size //= 2
     mid = dim * dim_mults[-1]
     x = add("mid_res_0", ResBlock(mid, name="mid_res_0", **res_kwargs))(x, emb, temporal_mask)
-    x = spatial_attention("mid_attn", x)
+    if mid_attention:
+        x = spatial_attention("mid_attn", x)
     if video and (temporal_attention_resolutions == "all" or tuple(temporal_attention_resolutions or ())):
         x = make_temporal("mid_tattn")(x, temporal_mask)
     x = add("mid_res_1", ResBlock(mid, name="mid_res_1", **res_kwargs))(x, emb, temporal_mask)

@@ -45,6 +45,14 @@ class VDMUNet(UNetBackbone):
         relative_position_bias: T5 relative position bias in temporal attention (VDM).
         learned_mix: Video-LDM's learned ``alpha`` mix in temporal attention.
         fps_conditioning: optional ``fps`` input embedded and added to the timestep embedding.
+        aug_level_conditioning: optional ``aug_level`` input (B,) in [0, 1], the noise-conditioning
+            augmentation level of a super-resolution stage (``kv.SuperResolutionDiffusion``), embedded
+            and added to the timestep embedding (its last layer starts at zero).
+        mid_attention: spatial attention in the middle block (default). ``mid_attention=False`` with
+            ``attention_resolutions=()`` and ``temporal_attention_resolutions=()`` gives a fully
+            convolutional U-Net; with ``conv_type="pseudo3d"`` its frames interact through temporal
+            convolutions only (Imagen Video's high-resolution stages). Text then enters through the
+            pooled text of the embedding alone.
         num_extra_input_channels: extra ``latents`` channels for masked-frame
             conditioning (known-frame latents and mask; see
             ``keras_vdiff.diffusion.frame_conditioning``). The output keeps ``out_channels``.
@@ -57,7 +65,7 @@ class VDMUNet(UNetBackbone):
         dtype: dtype policy.
 
     Inputs: ``latents (B, F, H, W, C [+ extra])``, ``timesteps (B,)``, ``class_labels (B,)``
-    (class conditioning), optional ``temporal_mask (B,)`` and ``fps (B,)``.
+    (class conditioning), optional ``temporal_mask (B,)``, ``fps (B,)`` and ``aug_level (B,)``.
     Output: ``(B, F, H, W, out_channels)``.
 
     Example:
@@ -74,7 +82,7 @@ class VDMUNet(UNetBackbone):
         "image_size", "num_frames", "in_channels", "dim", "dim_mults", "num_res_blocks", "attention_resolutions",
         "temporal_attention_resolutions", "num_heads", "norm_groups", "dropout", "conv_type",
         "relative_position_bias", "learned_mix", "fps_conditioning", "num_extra_input_channels", "conditioning",
-        "num_classes", "text_dim", "embedding_mode", "learn_sigma",
+        "num_classes", "text_dim", "embedding_mode", "learn_sigma", "aug_level_conditioning", "mid_attention",
     )
 
     def __init__(
@@ -89,6 +97,8 @@ class VDMUNet(UNetBackbone):
         learned_mix=False,
         fps_conditioning=False,
         num_extra_input_channels=0,
+        aug_level_conditioning=False,
+        mid_attention=True,
         **kwargs,
     ):
         check_int(num_frames, "num_frames")
@@ -99,6 +109,7 @@ class VDMUNet(UNetBackbone):
             num_frames=num_frames, conv_type=conv_type, temporal_attention_resolutions=temporal_attention_resolutions,
             relative_position_bias=relative_position_bias, learned_mix=learned_mix, fps_conditioning=fps_conditioning,
             num_extra_input_channels=num_extra_input_channels, temporal_mask_input=True,
+            aug_level_conditioning=bool(aug_level_conditioning), mid_attention=bool(mid_attention),
         )
         super().__init__(image_size=image_size, attention_resolutions=attention_resolutions, video=video, **kwargs)
         for key, value in video.items():

@@ -164,6 +164,35 @@ def bucket_model():
     return kv.VideoDiffusion(backbone, kv.diffusion.GaussianDiffusion("cosine"), seed=0)
 
 
+def test_the_loss_of_a_batch_of_each_shape():
+    model = bucket_model()
+    batches = kv.data.BucketedBatches(list(bucket_data()), batch_size=3, drop_remainder=True, shuffle=False)
+    for index in range(2):  # one batch of each shape
+        loss = numpy(model.compute_loss(x={k: keras.ops.convert_to_tensor(v) for k, v in batches[index].items()}))
+        assert loss.shape == () and np.isfinite(loss) and loss > 0
+    with pytest.raises(ValueError, match="patch_size"):
+        model.compute_loss(x={"videos": np.zeros((1, 2, 4, 5, 1), "uint8"), "labels": np.zeros(1, "int32")})
+
+
+def test_tensorflow_graph_branches_on_the_runtime_shape():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("only a TensorFlow graph has latents of unknown height / width")
+    import tensorflow as tf
+
+    cls, config, other = FAMILIES["latte_v1_sincos_class"]
+    model = randomized(cls(**config))
+    model.at_shape(other[:-1])
+    signature = {"latents": tf.TensorSpec((None, None, 4, None, 1)), "timesteps": tf.TensorSpec((None,)),
+                 "class_labels": tf.TensorSpec((None,), tf.int32)}
+    traced = tf.function(lambda x: model(x), input_signature=[signature])
+    for shape in (tuple(model.latent_shape), other):
+        x = inputs_for(model, shape)
+        np.testing.assert_allclose(numpy(traced(x)), numpy(model(x)), atol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at_shape"):
+        traced(inputs_for(model, (2, 4, 8, 1)))  # a shape that was not prepared
+
+
+@pytest.mark.slow
 def test_fit_on_buckets_trains_the_shared_weights():
     model = bucket_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-2))

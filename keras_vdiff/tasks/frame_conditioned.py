@@ -1,7 +1,8 @@
 """``FrameConditionedDiffusion``: image-to-video, frame interpolation and prediction with one denoiser.
 
 The task of masked-frame conditioning (the masks and the ``[m * z_0 | m]`` input
-are ``keras_vdiff.diffusion.frame_masks``). How ``[m * z_0 | m]`` reaches the backbone:
+are ``keras_vdiff.diffusion.frame_masks``). How ``[m * z_0 | m]`` reaches the backbone
+(``keras_vdiff.tasks.channel_conditioning``, shared with ``SuperResolutionDiffusion``):
 
 - backbones built with ``num_extra_input_channels == in_channels + 1``
   (``VDMUNet``, ``MakeAVideoUNet``, ``inflate_unet(..., num_extra_input_channels=C + 1)``)
@@ -37,6 +38,12 @@ from keras_vdiff.diffusion.frame_masks import (
     mask_known_frames,
     substitute_frames,
     training_masks,
+)
+from keras_vdiff.tasks.channel_conditioning import (
+    concatenates_condition,
+    condition_projection,
+    projection_task_inputs,
+    with_condition,
 )
 from keras_vdiff.tasks.long_videos import extend_video
 from keras_vdiff.tasks.video_diffusion import VideoDiffusion
@@ -81,19 +88,15 @@ class FrameConditionedDiffusion(VideoDiffusion):
                  num_context_frames=2, substitute_known_frames=False, **kwargs):
         if not getattr(backbone, "is_video", False):
             raise ValueError("Masked-frame conditioning needs a video backbone (is_video=True).")
-        extra = int(getattr(backbone, "num_extra_input_channels", 0))
         channels = int(backbone.in_channels)
-        if extra not in (0, frame_condition_channels(channels)):
-            raise ValueError(
-                f"The backbone has num_extra_input_channels={extra}; masked-frame conditioning needs "
-                f"in_channels + 1 = {frame_condition_channels(channels)} (concatenated) or 0 (added)."
-            )
+        concatenate = concatenates_condition(backbone, frame_condition_channels(channels),
+                                             "masked-frame conditioning (in_channels + 1)")
         if backbone.self_conditioning:
             raise ValueError("Masked-frame conditioning does not support self-conditioning backbones.")
         if not mask_modes:
             raise ValueError(f"`mask_modes` must name at least one of {MASK_MODES}.")
         super().__init__(backbone, process, **kwargs)
-        self.concatenate_condition = extra > 0
+        self.concatenate_condition = concatenate
         self.mask_modes = tuple(mask_modes)
         self.interpolation_stride = interpolation_stride
         self.num_context_frames = num_context_frames
@@ -103,10 +106,7 @@ class FrameConditionedDiffusion(VideoDiffusion):
         )
         self.condition_projection = None
         if not self.concatenate_condition:
-            self.condition_projection = keras.layers.Dense(
-                channels, use_bias=False, kernel_initializer="zeros", name="condition_projection"
-            )
-            self.condition_projection.build((None, frame_condition_channels(channels)))
+            self.condition_projection = condition_projection(channels, frame_condition_channels(channels))
 
     # --- the backbone input ---------------------------------------------------------------------
     def backbone_latents(self, noisy_latents, condition, substitute=None, projection_kernel=None):
@@ -131,11 +131,9 @@ class FrameConditionedDiffusion(VideoDiffusion):
             gate = ops.reshape(ops.cast(substitute, "float32"), (-1, 1, 1, 1, 1))
             channels = x.shape[-1]
             x = x * (1.0 - gate * condition[..., channels:]) + gate * condition[..., :channels]
-        if self.concatenate_condition:
-            return ops.concatenate([x, condition], axis=-1)
-        if projection_kernel is None:
+        if not self.concatenate_condition and projection_kernel is None:
             projection_kernel = self.condition_projection.kernel
-        return x + ops.matmul(condition, ops.cast(projection_kernel, "float32"))
+        return with_condition(x, condition, None if self.concatenate_condition else projection_kernel)
 
     def _draw_training_mask(self, batch_size):
         choice = keras.random.randint((batch_size,), 0, len(self.training_masks), seed=self.seed_generator)
@@ -195,10 +193,8 @@ class FrameConditionedDiffusion(VideoDiffusion):
             return ops.concatenate([value, value], axis=0) if plan["use_guidance"] else value
 
         gate = ops.full((batch,), 1.0 if substitute else 0.0, dtype="float32")
-        task_inputs = {"frame_condition": both_halves(condition), "substitute_known_frames": both_halves(gate)}
-        if self.condition_projection is not None:
-            # an explicit argument of the compiled loop, which maps only the backbone's variables
-            task_inputs["condition_projection_kernel"] = ops.convert_to_tensor(self.condition_projection.kernel)
+        task_inputs = {"frame_condition": both_halves(condition), "substitute_known_frames": both_halves(gate),
+                       **projection_task_inputs(self.condition_projection)}
         conditions = dict(plan["conditions"])
         if fps is not None:
             conditions["fps"] = both_halves(fps)

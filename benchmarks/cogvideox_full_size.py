@@ -37,7 +37,6 @@ the GPU (``KERAS_BACKEND=jax`` with jax[cuda], or ``torch``).
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -46,6 +45,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import full_size_step  # noqa: E402  (the CPU step, shared with Wan's)
 
 # CogVideoX-2b's released scheduler (THUDM/CogVideoX-2b scheduler/scheduler_config.json)
 SCHEDULER_2B = dict(_class_name="CogVideoXDDIMScheduler", beta_end=0.012, beta_schedule="scaled_linear",
@@ -59,43 +60,13 @@ TINY = dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_cha
             max_text_seq_length=8)
 
 
-def peak_rss_gib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-
-
 def latent_frames(frames):
-    if (frames - 1) % 4:
-        raise SystemExit(f"error: --frames must be 1 + 4k (the VAE's temporal compression), got {frames}")
-    return (frames - 1) // 4 + 1
+    return full_size_step.latent_frames(frames, 4)
 
 
 def cpu_step(args):
-    """Build the released config in bfloat16 and run one forward of ``args.batch`` rows."""
-    import keras
-
-    import keras_vdiff as kv
-
-    frames = latent_frames(args.frames)
-    start = time.perf_counter()
-    model = kv.models.CogVideoX.from_preset("cogvideox_2b", input_shape=(frames, 60, 90, 16), dtype="bfloat16")
-    build_s = time.perf_counter() - start
-    build_rss = peak_rss_gib()
-    print(f"built {model.count_params():,} parameters in {build_s:.1f} s, peak RSS {build_rss:.2f} GiB", flush=True)
-    rng = np.random.default_rng(0)
-    inputs = dict(latents=rng.standard_normal((args.batch, frames, 60, 90, 16)).astype("float32"),
-                  timesteps=np.full((args.batch,), 500.0, "float32"),
-                  text_embeddings=rng.standard_normal((args.batch, 226, 4096)).astype("float32"),
-                  text_mask=np.ones((args.batch, 226), "float32"), pooled_text=np.zeros((args.batch, 4096), "float32"))
-    compiled = not args.eager and keras.backend.backend() != "torch"
-    start = time.perf_counter()
-    output = model.predict_on_batch(inputs) if compiled else keras.ops.convert_to_numpy(model(inputs))
-    step_s = time.perf_counter() - start
-    output = np.asarray(output, dtype="float32")
-    return dict(mode="cpu_step", backend=keras.backend.backend(), parameters=int(model.count_params()),
-                frames=args.frames, latent_shape=[args.batch, frames, 60, 90, 16], batch=args.batch,
-                compiled=compiled, build_s=round(build_s, 1), build_peak_rss_gib=round(build_rss, 2),
-                step_s=round(step_s, 1), peak_rss_gib=round(peak_rss_gib(), 2),
-                finite=bool(np.isfinite(output).all()), output_std=float(output.std()))
+    """Build the released config in bfloat16 and run one forward of ``args.batch`` rows (``full_size_step``)."""
+    return full_size_step.full_size_step("cogvideox_2b", args.frames, args.batch, args.eager)
 
 
 def diffusers_loop(transformer, scheduler_config, latents, text, steps, guidance, torch):

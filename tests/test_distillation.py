@@ -203,3 +203,15 @@ def test_plain_progressive_round_and_bad_arguments():
         ProgressiveDistillation(teacher, guidance_range=(1.0, 2.0))
     with pytest.raises(ValueError, match="guidance_range"):
         GuidedDistillation(teacher, guidance_range=(4.0, 2.0))
+
+
+@pytest.mark.skipif("latte_tiny_moving_mnist_distilled" not in __import__("keras_vdiff").presets.list(kind="pipeline"),
+                    reason="the distilled preset's weights are not shipped in this checkout")
+def test_the_shipped_distilled_preset_is_a_guidance_conditioned_four_step_pipeline():
+    model = VideoDiffusion.from_preset("latte_tiny_moving_mnist_distilled")
+    assert isinstance(model, GuidanceConditionedDiffusion)
+    assert (model.sampler, model.sampler_options) == ("ddim", {"timestep_spacing": "trailing"})
+    low, high = model.guidance_range
+    assert low <= 3.0 <= high
+    # The w embedding was trained: it is no longer the zero map of a fresh student.
+    assert np.abs(to_numpy(model.guidance_embedding(keras.ops.full((1,), 3.0)))).max() > 1e-4

@@ -21,6 +21,10 @@ TRAINED_PIPELINES = {
         "Text-to-video Latte (variant 1, 16x16 frames, 10 frames, patch 4) with a word-level text encoder, "
         "trained on generated MovingMNIST by `keras-vdiff train`; see training.json for the command and scores."
     ),
+    "latte_tiny_moving_mnist_distilled": (
+        "latte_tiny_moving_mnist distilled (guided, then progressive 16 -> 8 -> 4 steps): a guidance-conditioned "
+        "student sampling 4 DDIM steps without the null pass; see training.json for the commands and scores."
+    ),
 }
 
 

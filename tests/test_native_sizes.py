@@ -253,3 +253,26 @@ def test_packed_attention_equals_attention_per_video():
         pack_tokens(tokens, length=3)
     with pytest.raises(ValueError, match="trailing shape"):
         pack_tokens([tokens[0], angles[0]])
+
+
+def test_moving_mnist_of_another_aspect_ratio():
+    data = kv.data.moving_mnist(12, frame_size=(16, 24), num_frames=10, digits_source="sklearn", seed=3)
+    videos = data["videos"][..., 0].astype("float32")
+    assert data["videos"].shape == (12, 10, 16, 24, 1)
+    weight = videos.sum(axis=(2, 3)) + 1e-6
+    rows = (videos.sum(axis=3) * np.arange(16)).sum(axis=2) / weight  # (N, F) centre of mass
+    cols = (videos.sum(axis=2) * np.arange(24)).sum(axis=2) / weight
+    for k, motion in enumerate(data["motions"]):
+        row_span, col_span = np.ptp(rows[k]), np.ptp(cols[k])
+        if kv.data.MOTIONS[motion] == "left and right":
+            assert col_span > 4 and row_span < 1.5
+        elif kv.data.MOTIONS[motion] == "up and down":
+            assert row_span > 3 and col_span < 1.5
+    horizontal = data["motions"] == kv.data.MOTIONS.index("left and right")
+    assert cols[horizontal].max() > 16 and cols[horizontal].min() < 8  # they use the whole width of 24
+    assert rows.max() < 12  # the height stays 16
+    square = kv.data.moving_mnist(4, frame_size=(16, 16), digits_source="sklearn", seed=5)["videos"]
+    np.testing.assert_array_equal(square, kv.data.moving_mnist(4, frame_size=16, digits_source="sklearn",
+                                                               seed=5)["videos"])
+    with pytest.raises(ValueError, match="frame_size"):
+        kv.data.moving_mnist(2, frame_size=(16, 0))

@@ -25,6 +25,11 @@ TRAINED_PIPELINES = {
         "latte_tiny_moving_mnist distilled (guided, then progressive 16 -> 8 -> 4 steps): a guidance-conditioned "
         "student sampling 4 DDIM steps without the null pass; see training.json for the commands and scores."
     ),
+    "ssr_moving_mnist_16_to_32": (
+        "A 16x16 -> 32x32 spatial super-resolution stage for latte_tiny_moving_mnist (SuperResolutionDiffusion, "
+        "a fully convolutional pseudo-3D VDMUNet with noise-conditioning augmentation, text-conditioned); "
+        "kv.Cascade([base, ssr]); see training.json for the command and scores."
+    ),
 }
 
 

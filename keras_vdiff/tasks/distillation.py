@@ -323,7 +323,8 @@ class ProgressiveDistillation(DistillationTask):
         guidance_range: ``(low, high)`` scales drawn per example for a ``GuidanceConditionedDiffusion``
             teacher (default: its own ``guidance_range``).
         weighting: ``"snr+1"`` (``(1 + SNR) |x^ - x~|^2``, the MSE of v) or ``"truncated_snr"``
-            (``max(SNR, 1) |x^ - x~|^2``).
+            (``max(SNR, 1) |x^ - x~|^2``). An epsilon student's MSE then carries ``weight / SNR``, huge at
+            the noisiest grid point (the reason Salimans & Ho distil v or x): prefer a v-prediction teacher.
         teacher_thresholding: thresholding of the teacher's DDIM steps (``None``, ``"static"``, ...).
         seed: seed of the training randomness (grid points, noise, scales).
 

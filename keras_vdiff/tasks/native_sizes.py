@@ -32,13 +32,15 @@ def latent_shape_of(task, video_shape):
     return tuple(task.autoencoder.compute_latent_shape(tuple(video_shape)))
 
 
-def prepared_buckets(task, batches):
+def prepared_buckets(task, batches, fit_kwargs):
     """``BucketedBatches`` ready for ``task.fit``: the backbone's graph built at each of its shapes.
 
     On TensorFlow the batches are returned as ``batches.to_tf_dataset()``: the
     compiled step sees sizes that vary between batches as ``None`` and branches on
     them (``models/native_sizes.call_by_runtime_shape``); elsewhere unchanged.
+    ``fit_kwargs`` get ``shuffle=False`` unless set: the batches shuffle themselves.
     """
+    fit_kwargs.setdefault("shuffle", False)
     for shape in batches.video_shapes:
         latent_shape = latent_shape_of(task, shape)
         if not native_size_latents(task.backbone, latent_shape):

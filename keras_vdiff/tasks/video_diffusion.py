@@ -272,9 +272,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         data = getattr(x, "data", x)
         if isinstance(data, dict) and "labels" in data and self.conditioning == "class":
             contract.checked_labels(data["labels"], self.backbone.num_classes, name="labels")
-        if hasattr(x, "video_shapes"):  # BucketedBatches: the backbone's graph at every shape, before any trace
-            x = prepared_buckets(self, x)
-            kwargs.setdefault("shuffle", False)  # the batches shuffle themselves (a tf.data pipeline warns)
+        x = prepared_buckets(self, x, kwargs) if hasattr(x, "video_shapes") else x  # BucketedBatches
         try:
             return super().fit(x, *args, **kwargs)
         except Exception:
@@ -340,17 +338,14 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
                 graphs inside Keras, was no faster than eager in ``benchmarks/`` (not measured on a GPU).
             progress: show a progress bar where the loop runs step by step.
             return_latents: return the float32 latents instead of uint8 videos.
-            frame_size: ``(height, width)`` of the videos, for a backbone with native sizes (``at_shape``:
-                any size its patches divide; None: the training size).
+            frame_size: ``(height, width)`` of the videos (backbones with native sizes, ``at_shape``; None: trained).
             **sampler_options: ``eta`` (ddim), ``variance`` (ddpm), ``timestep_spacing``, ... (over the model's).
 
         Returns: numpy uint8 ``(B, F, H, W, C)`` (F = 1 for image backbones).
         """
         plan = self.prepare_generation(labels=labels, prompts=prompts, text_embeddings=text_embeddings,
-                                       negative_prompts=negative_prompts,
-                                       batch_size=batch_size, num_frames=num_frames,
-                                       guidance_scale=guidance_scale, seed=seed, compile=compile,
-                                       frame_size=frame_size)
+                                       negative_prompts=negative_prompts, batch_size=batch_size, num_frames=num_frames,
+                                       guidance_scale=guidance_scale, seed=seed, compile=compile, frame_size=frame_size)
         latents = self.sample_latents(plan, steps=steps, sampler=sampler, thresholding=thresholding,
                                       guidance_schedule=guidance_schedule, noise_shared_weight=noise_shared_weight,
                                       progress=progress, initial_noise=initial_noise, **sampler_options)

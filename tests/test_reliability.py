@@ -309,8 +309,9 @@ def test_a_failed_fit_leaves_the_model_usable(backend):
     model = _class_model(num_classes=3)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3))
     with pytest.raises(Exception):
-        model.fit({"videos": np.zeros((4, 16, 16, 1), np.uint8), "labels": np.zeros(4, np.int32)}, epochs=1,
-                  batch_size=4, verbose=0)  # wrong frame size: fails inside the train step
+        model.fit({"videos": np.zeros((4, 8, 8, 3), np.uint8), "labels": np.zeros(4, np.int32)}, epochs=1,
+                  batch_size=4, verbose=0)  # 3 channels for a 1-channel DiT: fails inside the train step
+        # (a 16x16 frame size no longer fails: DiT takes any size its patches divide, `at_shape`)
     history = model.fit({"videos": np.zeros((4, 8, 8, 1), np.uint8), "labels": np.zeros(4, np.int32)}, epochs=1,
                         batch_size=4, verbose=0)
     assert np.isfinite(history.history["loss"][-1])

@@ -6,10 +6,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BACKENDS ?= tensorflow jax torch
 PYTEST_ARGS ?=
-# pytest-xdist workers per backend (0: one process). The suite's tests are small programs whose time is mostly
-# single-threaded tracing and XLA compilation, so two processes keep both of a 2-core machine's cores busy; whole
-# files go to one worker (--dist loadfile), so a module's shared fixtures are built once.
+# pytest-xdist workers (0: one process). On JAX and TensorFlow most of a test's time is single-threaded tracing
+# and XLA compilation, so two processes keep a 2-core machine busy (a JAX subset: 92 s -> 72 s); whole files go to
+# one worker (--dist loadfile), so a module's shared fixtures are built once. PyTorch's eager ops use every core
+# already and two workers oversubscribe them (a subset: 23 s -> 42 s), so it runs in one process.
 PYTEST_WORKERS ?= 2
+PYTEST_TORCH_WORKERS ?= 0
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: venv install demo test test-slow bench clean
@@ -34,7 +36,8 @@ test: install
 	for b in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$b ==="; \
 	  start=$$(date +%s); \
-	  if KERAS_BACKEND=$$b $(PY) -m pytest -q -m "not slow" -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); then r=ok; else r=FAILED; status=1; fi; \
+	  workers=$(PYTEST_WORKERS); [ $$b = torch ] && workers=$(PYTEST_TORCH_WORKERS); \
+	  if KERAS_BACKEND=$$b $(PY) -m pytest -q -m "not slow" -p no:cacheprovider -n $$workers --dist loadfile $(PYTEST_ARGS); then r=ok; else r=FAILED; status=1; fi; \
 	  summary="$$summary\n  $$b: $$r ($$(( $$(date +%s) - start ))s)"; \
 	done; \
 	printf "Per-backend summary:$$summary\n"; exit $$status

@@ -35,7 +35,6 @@ the GPU (``KERAS_BACKEND=jax`` with jax[cuda], or ``torch``).
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -154,10 +153,7 @@ def main(argv=None):
     else:
         args.frames = args.frames or 13
         result = cpu_step(args)
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as file:
-            json.dump(result, file, indent=2)
+    full_size_step.report(result, args.output)
     return 0
 
 

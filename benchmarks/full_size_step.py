@@ -93,12 +93,17 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batch < 1:
         parser.error(f"--batch must be >= 1, got {args.batch}")
-    result = full_size_step(args.model, args.frames or DEFAULT_FRAMES[args.model], args.batch, args.eager)
-    print(json.dumps(result, indent=2))
-    if args.output:
-        with open(args.output, "w") as file:
-            json.dump(result, file, indent=2)
+    report(full_size_step(args.model, args.frames or DEFAULT_FRAMES[args.model], args.batch, args.eager),
+           args.output)
     return 0
+
+
+def report(result, output=None):
+    """Print a result dict as JSON and, when ``output`` is given, also write it there."""
+    print(json.dumps(result, indent=2))
+    if output:
+        with open(output, "w") as file:
+            json.dump(result, file, indent=2)
 
 
 if __name__ == "__main__":

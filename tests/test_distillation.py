@@ -205,8 +205,6 @@ def test_plain_progressive_round_and_bad_arguments():
         GuidedDistillation(teacher, guidance_range=(4.0, 2.0))
 
 
-@pytest.mark.skipif("latte_tiny_moving_mnist_distilled" not in __import__("keras_vdiff").presets.list(kind="pipeline"),
-                    reason="the distilled preset's weights are not shipped in this checkout")
 def test_the_shipped_distilled_preset_is_a_guidance_conditioned_four_step_pipeline():
     model = VideoDiffusion.from_preset("latte_tiny_moving_mnist_distilled")
     assert isinstance(model, GuidanceConditionedDiffusion)

@@ -9,6 +9,11 @@ After every stage the student is saved as a pipeline preset under ``--output-dir
 
     KERAS_BACKEND=jax python benchmarks/distill_moving_mnist.py --output-dir runs/distill \\
         --guided-minutes 8 --round-minutes 10 --first-steps 32 --last-steps 4
+
+``--fold-guidance`` skips stage one: the first round's student is a fresh guidance-conditioned
+copy of the teacher (``GuidanceConditionedDiffusion.from_teacher``) learning two *guided* teacher
+steps in one, with ``w`` drawn in ``--guidance-range`` — it trains on the student's grid points
+only, where stage one spreads the same budget over all 1000 timesteps.
 """
 
 import argparse
@@ -34,6 +39,8 @@ def main(argv=None):
     parser.add_argument("--first-steps", type=int, default=32)
     parser.add_argument("--last-steps", type=int, default=4)
     parser.add_argument("--ema", type=float, default=0.995)
+    parser.add_argument("--fold-guidance", action="store_true",
+                        help="no stage one: the first round folds the guidance into a w-conditioned student")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -63,11 +70,20 @@ def main(argv=None):
         print(f"[{stage}] {result['steps']} steps in {seconds:.0f}s -> {directory}", flush=True)
         return distiller.student
 
-    guided = kv.GuidedDistillation(teacher, guidance_range=tuple(args.guidance_range), seed=args.seed)
-    student = run("guided", guided, args.guided_minutes, args.guided_steps, args.seed)
+    guidance_range = tuple(args.guidance_range)
+    if args.fold_guidance:
+        student = None
+    else:
+        guided = kv.GuidedDistillation(teacher, guidance_range=guidance_range, seed=args.seed)
+        student = run("guided", guided, args.guided_minutes, args.guided_steps, args.seed)
     steps = args.first_steps
     while steps >= args.last_steps:
-        distiller = kv.ProgressiveDistillation(student, student_steps=steps, seed=args.seed + steps)
+        if student is None:  # the folding round: the plain guided teacher, a fresh w-conditioned student
+            distiller = kv.ProgressiveDistillation(
+                teacher, student=kv.GuidanceConditionedDiffusion.from_teacher(teacher, guidance_range),
+                student_steps=steps, seed=args.seed + steps)
+        else:
+            distiller = kv.ProgressiveDistillation(student, student_steps=steps, seed=args.seed + steps)
         student = run(f"steps_{steps}", distiller, args.round_minutes, args.round_steps, args.seed + steps)
         steps //= 2
     student.save_to_preset(os.path.join(args.output_dir, "final"), include_optimizer=False)

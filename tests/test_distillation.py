@@ -213,3 +213,35 @@ def test_the_shipped_distilled_preset_is_a_guidance_conditioned_four_step_pipeli
     assert low <= 3.0 <= high
     # The w embedding was trained: it is no longer the zero map of a fresh student.
     assert np.abs(to_numpy(model.guidance_embedding(keras.ops.full((1,), 3.0)))).max() > 1e-4
+
+
+def test_a_round_can_fold_the_guidance_into_a_guidance_conditioned_student():
+    """Plain guided teacher -> w-conditioned student in one round: the scales reach teacher and student."""
+    teacher = text_teacher()
+    student = GuidanceConditionedDiffusion.from_teacher(teacher, guidance_range=(2.0, 4.0))
+    distiller = ProgressiveDistillation(teacher, student=student, student_steps=2, seed=0)
+    assert distiller.guidance_range == (2.0, 4.0) and distiller.guidance_scale is None
+    assert distiller.student is student
+    trained = {id(w) for w in distiller.trainable_variables}
+    assert {id(w) for w in student.guidance_embedding.trainable_weights} <= trained
+    assert not trained & {id(w) for w in teacher.weights}
+    randomise(student.guidance_embedding, seed=3, scale=0.5)
+    conditions = text_conditions(teacher, CAPTIONS * 2)
+    z = keras.ops.convert_to_tensor(np.random.default_rng(1).standard_normal((4, FRAMES, SIZE, SIZE, 1)), "float32")
+    w = keras.ops.convert_to_tensor(np.array([2.0, 4.0, 3.0, 2.5], np.float32))
+    inputs = distiller.student_inputs(z, keras.ops.convert_to_tensor(np.array([0, 1, 0, 1], np.int32)), conditions, w)
+    np.testing.assert_allclose(to_numpy(inputs["pooled_text"]) - to_numpy(conditions["pooled_text"]),
+                               to_numpy(student.guidance_embedding(w)), atol=1e-6)
+    data = batch(teacher)
+    loss = float(to_numpy(distiller.compute_loss(x={"videos": keras.ops.convert_to_tensor(data["videos"]),
+                                                    "captions": data["captions"]})))
+    assert np.isfinite(loss) and loss > 0
+    fixed = ProgressiveDistillation(teacher, student=GuidanceConditionedDiffusion.from_teacher(teacher, (2.0, 4.0)),
+                                    student_steps=2, guidance_scale=3.0)
+    assert fixed.guidance_scale == 3.0 and fixed.guidance_range is None
+    with pytest.raises(ValueError, match="student's `guidance_range`"):
+        ProgressiveDistillation(teacher, student=GuidanceConditionedDiffusion.from_teacher(teacher, (2.0, 4.0)),
+                                guidance_scale=5.0)
+    with pytest.raises(ValueError, match="not both"):
+        ProgressiveDistillation(teacher, student=GuidanceConditionedDiffusion.from_teacher(teacher, (2.0, 4.0)),
+                                guidance_scale=3.0, guidance_range=(2.0, 3.0))

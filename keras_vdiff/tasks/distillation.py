@@ -184,6 +184,18 @@ class GuidanceConditionedDiffusion(VideoDiffusion):
         self.guidance_embedding = GuidanceEmbedding(backbone.text_dim, name="guidance_embedding")
         self.guidance_embedding.build((None,))
 
+    @classmethod
+    def from_teacher(cls, teacher, guidance_range=(1.0, 5.0)):
+        """A fresh student of the conditional ``teacher``: its weights copied, a zero w embedding.
+
+        ``GuidedDistillation``'s default student; give it to ``ProgressiveDistillation(teacher,
+        student=...)`` to fold the guidance into a halving round instead.
+        """
+        copy = clone_task(teacher)
+        return cls(copy.backbone, copy.process, guidance_range=guidance_range, text_encoder=copy.text_encoder,
+                   autoencoder=copy.autoencoder, preprocessor=copy.preprocessor, condition_dropout=0.0,
+                   sampler=teacher.sampler, sampler_options=dict(teacher.sampler_options) or None)
+
     def with_guidance(self, inputs, guidance):
         """Backbone inputs with ``guidance`` ((B,) scales) embedded into their ``pooled_text``."""
         return dict(inputs, pooled_text=inputs["pooled_text"] + self.guidance_embedding(guidance))
@@ -317,11 +329,16 @@ class ProgressiveDistillation(DistillationTask):
             (guided distillation's stage one, or an earlier round) takes per-example scales.
         student: the task trained (default: a copy of the teacher, Algorithm 2's initialisation); it keeps
             the teacher's class, process and text encoder (frozen) and samples DDIM on the trailing grid.
+            For a plain conditional teacher it may be a ``GuidanceConditionedDiffusion``
+            (``GuidanceConditionedDiffusion.from_teacher(teacher, range)``): the round then folds the teacher's
+            classifier-free guidance into the student too, the scale embedded (Meng et al.'s two
+            stages in one; it trains only on the student's grid points, not on every timestep).
         student_steps: ``N``, the student's number of DDIM steps (the teacher takes ``2N``).
         guidance_scale: a plain conditional teacher is distilled with this fixed classifier-free
             guidance (its null rows stacked in one forward); ``None`` or 1: without guidance.
         guidance_range: ``(low, high)`` scales drawn per example for a ``GuidanceConditionedDiffusion``
-            teacher (default: its own ``guidance_range``).
+            teacher (default: its own ``guidance_range``) or, with a plain teacher, for a
+            guidance-conditioned student (default: the student's range; ``guidance_scale`` fixes one).
         weighting: ``"snr+1"`` (``(1 + SNR) |x^ - x~|^2``, the MSE of v) or ``"truncated_snr"``
             (``max(SNR, 1) |x^ - x~|^2``). An epsilon student's MSE then carries ``weight / SNR``, huge at
             the noisiest grid point (the reason Salimans & Ho distil v or x): prefer a v-prediction teacher.
@@ -340,28 +357,44 @@ class ProgressiveDistillation(DistillationTask):
         if isinstance(student_steps, bool) or not isinstance(student_steps, (int, np.integer)) or student_steps < 1:
             raise ValueError(f"`student_steps` must be a positive integer, got {student_steps!r}.")
         student = clone_task(teacher) if student is None else student
-        if type(student) is not type(teacher):
+        conditioned = isinstance(teacher, GuidanceConditionedDiffusion)
+        folding = not conditioned and isinstance(student, GuidanceConditionedDiffusion)
+        if type(student) is not type(teacher) and not folding:
             raise ValueError(
-                f"The student must be a task of the teacher's class {type(teacher).__name__}, got "
-                f"{type(student).__name__}."
+                f"The student must be a task of the teacher's class {type(teacher).__name__} (or a "
+                f"GuidanceConditionedDiffusion for a plain teacher), got {type(student).__name__}."
             )
+        if folding and teacher.conditioning is None:
+            raise ValueError("A guidance-conditioned student needs a conditional teacher (classifier-free guidance).")
         name, options = STUDENT_SAMPLER
         student.sampler, student.sampler_options = name, dict(options)
         super().__init__(teacher, student, weighting=weighting, seed=seed, sampler=name, sampler_options=options,
                          **kwargs)
         self.student_steps = int(student_steps)
-        conditioned = isinstance(teacher, GuidanceConditionedDiffusion)
         if conditioned and guidance_scale is not None:
             raise ValueError("`guidance_scale` is for a plain teacher; a guidance-conditioned one takes "
                              "`guidance_range`.")
-        if not conditioned and guidance_range is not None:
-            raise ValueError("`guidance_range` is for a GuidanceConditionedDiffusion teacher; a plain one takes a "
-                             "fixed `guidance_scale`.")
-        if not conditioned and guidance_scale is not None and not np.isfinite(guidance_scale):
+        if not (conditioned or folding) and guidance_range is not None:
+            raise ValueError("`guidance_range` is for a GuidanceConditionedDiffusion teacher or student; a plain "
+                             "teacher and student take a fixed `guidance_scale`.")
+        if guidance_scale is not None and not np.isfinite(guidance_scale):
             raise ValueError(f"`guidance_scale` must be a finite number or None, got {guidance_scale!r}.")
-        self.guidance_scale = None if guidance_scale in (None, 1, 1.0) else float(guidance_scale)
-        self.guidance_range = (checked_guidance_range(guidance_range if guidance_range is not None
-                                                      else teacher.guidance_range) if conditioned else None)
+        plain_scale = guidance_scale is None or (guidance_scale == 1 and not folding)
+        self.guidance_scale = None if plain_scale else float(guidance_scale)
+        if folding and guidance_scale is not None and guidance_range is not None:
+            raise ValueError("Give a guidance-conditioned student's teacher either `guidance_scale` or "
+                             "`guidance_range`, not both.")
+        if conditioned or (folding and guidance_scale is None):
+            default = teacher.guidance_range if conditioned else student.guidance_range
+            self.guidance_range = checked_guidance_range(guidance_range if guidance_range is not None else default)
+        else:
+            self.guidance_range = None
+        if folding:
+            low, high = student.guidance_range
+            drawn = self.guidance_range or (float(guidance_scale),) * 2
+            if not low <= drawn[0] <= drawn[1] <= high:
+                raise ValueError(f"The teacher's guidance {drawn} must lie in the student's `guidance_range` "
+                                 f"{student.guidance_range}.")
         self.teacher_sampler = DDIMSampler(self.process, 2 * self.student_steps, timestep_spacing="trailing",
                                            thresholding=teacher_thresholding)
         student_grid = self.process.sampling_grid(self.student_steps, "trailing")
@@ -454,11 +487,7 @@ class GuidedDistillation(DistillationTask):
             raise ValueError("Guided distillation needs a conditional teacher (classifier-free guidance).")
         guidance_range = checked_guidance_range(guidance_range)
         if student is None:
-            copy = clone_task(teacher)
-            student = GuidanceConditionedDiffusion(
-                copy.backbone, copy.process, guidance_range=guidance_range, text_encoder=copy.text_encoder,
-                autoencoder=copy.autoencoder, preprocessor=copy.preprocessor, condition_dropout=0.0,
-                sampler=teacher.sampler, sampler_options=dict(teacher.sampler_options) or None)
+            student = GuidanceConditionedDiffusion.from_teacher(teacher, guidance_range)
         if not isinstance(student, GuidanceConditionedDiffusion):
             raise TypeError(f"`student` must be a GuidanceConditionedDiffusion, got {type(student).__name__}.")
         super().__init__(teacher, student, weighting=weighting, seed=seed, **kwargs)

@@ -151,6 +151,8 @@ def test_presets_build_their_configs():
     assert isinstance(KLAutoencoder.from_preset("frame_vae_tiny"), FrameVAE)
     with pytest.raises(ValueError, match="autoencoder preset"):
         FrameVAE.from_preset("no_such_vae")
+    with pytest.raises(ValueError, match="Close matches: frame_vae_tiny"):  # a typo gets a suggestion
+        FrameVAE.from_preset("frame_vae_tiyn")
     with pytest.raises(ValueError, match="not a FrameVAE"):
         FrameVAE.from_preset("causal_video_vae_tiny")
 

@@ -231,8 +231,10 @@ class KLAutoencoder(keras.Model):
             **kwargs: config overrides.
         """
         if not registry.has_preset(preset):
-            names = registry.list_presets(kind="autoencoder")
-            raise ValueError(f"`preset` must be an autoencoder preset ({', '.join(names) or 'none'}), got {preset!r}.")
+            names, matches = registry.list_presets(kind="autoencoder"), registry.close_matches(preset, "autoencoder")
+            hint = f" Close matches: {', '.join(matches)}." if matches else ""
+            raise ValueError(f"`preset` must be an autoencoder preset, got {preset!r}.{hint} "
+                             f"Valid names: {', '.join(names) or 'none'}.")
         record = registry.get_preset(preset)
         model_cls = keras.saving.get_registered_object(f"keras_vdiff>{record['class_name']}")
         if record["kind"] != "autoencoder" or model_cls is None or not issubclass(model_cls, cls):

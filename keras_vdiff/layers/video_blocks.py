@@ -445,11 +445,6 @@ class MMDiTBlock(keras.layers.Layer):
         # a joint-attention VideoDiT's compiled gradient was quadratic in depth without it.
         return super().__call__(gradient_boundary(x), gradient_boundary(context), *args, **kwargs)
 
-    def __call__(self, x, context, *args, **kwargs):
-        # Both residual streams get the JAX gradient boundary of `DiTBlock.__call__` (`layers/gradient_boundary.py`):
-        # a joint-attention VideoDiT's compiled gradient was quadratic in depth without it.
-        return super().__call__(gradient_boundary(x), gradient_boundary(context), *args, **kwargs)
-
     def call(self, x, context, condition, context_mask=None, rope=None):
         inputs = {"x": x, "context": context}
         mods, modulated = {}, {}

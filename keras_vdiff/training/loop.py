@@ -17,6 +17,11 @@ from keras_vdiff.data.pipelines import VideoBatches
 from keras_vdiff.training.checkpoints import PresetCheckpoint, restore_random_state, run_state, save_checkpoint
 
 
+def step_loss(batch, mean, previous_mean):
+    """The loss of step ``batch`` (0-based in its epoch) from Keras' running mean after it and the one before."""
+    return (batch + 1) * mean - batch * previous_mean
+
+
 class StepLosses(keras.callbacks.Callback):
     """Records the loss of every optimizer step (Keras reports a running mean; this undoes it)."""
 
@@ -35,7 +40,7 @@ class StepLosses(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         mean = float(logs["loss"])
-        self.losses.append((batch + 1) * mean - batch * self._previous_mean)
+        self.losses.append(step_loss(batch, mean, self._previous_mean))
         self._previous_mean = mean
         self.seconds.append(time.perf_counter() - self._start)
 
@@ -73,7 +78,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self._steps += 1
         mean = float(logs["loss"])
         if np.isfinite(mean):
-            self.last_finite_loss = (batch + 1) * mean - batch * self._previous_mean
+            self.last_finite_loss = step_loss(batch, mean, self._previous_mean)
             self._previous_mean = mean
             return
         self.step = self.initial_step + self._steps

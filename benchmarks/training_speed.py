@@ -31,7 +31,6 @@ Appends one JSON line per measurement to ``benchmarks/results/training_speed.jso
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -42,39 +41,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from latte_reference import CHANNELS, FRAMES, SIZE, TEXT_DIM, TEXT_TOKENS, save_reference_model  # noqa: E402
 from results_log import append_rows  # noqa: E402
-REFERENCE = os.path.join(os.path.dirname(ROOT), "shared", "bench", "diffusers_latte_baseline.py")
-FRAMES, SIZE, CHANNELS, TEXT_TOKENS, TEXT_DIM = 8, 16, 4, 8, 64
-
-
-def reference_module():
-    """The shared reference script as a module (its ``CONFIGS`` and ``build``: the diffusers configuration)."""
-    if not os.path.exists(REFERENCE):
-        raise SystemExit(f"The reference script is missing: {REFERENCE}")
-    spec = importlib.util.spec_from_file_location("diffusers_latte_baseline", REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def save_reference_model(config, folder):
-    """The diffusers Latte of ``config`` with every tensor random (seed 0), saved to ``folder``; its parameter count."""
-    import torch
-
-    from diffusers import LatteTransformer3DModel
-
-    torch.manual_seed(0)
-    # The reference's configuration with q/k/v biases (Latte-1's attention_bias=True, the one our converter maps).
-    model = LatteTransformer3DModel(
-        in_channels=CHANNELS, out_channels=2 * CHANNELS, sample_size=SIZE, patch_size=2, video_length=FRAMES,
-        caption_channels=TEXT_DIM, norm_type="ada_norm_single", activation_fn="gelu-approximate",
-        norm_elementwise_affine=False, norm_eps=1e-6, attention_bias=True, **reference_module().CONFIGS[config])
-    with torch.no_grad():
-        for tensor in list(model.parameters()) + list(model.buffers()):
-            if tensor.is_floating_point():
-                tensor.copy_(torch.randn_like(tensor) * 0.02)
-    model.save_pretrained(folder)
-    return sum(p.numel() for p in model.parameters())
 
 
 def batch_arrays(batch, seed=0):

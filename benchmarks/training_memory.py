@@ -21,6 +21,11 @@ the first (compile); on a shared CPU only the ratios within one run mean much.
 
     KERAS_BACKEND=jax python benchmarks/training_memory.py [--size mid|small] [--steps 3]
     KERAS_BACKEND=torch python benchmarks/training_memory.py --size small
+    KERAS_BACKEND=jax python benchmarks/training_memory.py --size wan_1_3b --variants lora+bf16+remat --steps 0
+
+``lora+bf16+remat`` combines the three; ``--size wan_1_3b`` is Wan2.1-T2V-1.3B's released
+config (random weights) on 5 frames of 240x416 with 512 text tokens, the fine-tuning step
+a user of the converted model runs (``--steps 0``: the first step only, compile included).
 
 Results: ``benchmarks/RESULTS.md``, "Training memory: bfloat16, remat, LoRA".
 """
@@ -35,11 +40,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-VARIANTS = ("float32", "bf16", "bf16+remat", "lora")
+VARIANTS = ("float32", "bf16", "bf16+remat", "lora", "lora+bf16+remat")
 SIZES = {  # Latte config, input videos (frames, height, width, channels), batch
     "mid": (dict(hidden_dim=384, num_layers=12, num_heads=6, patch_size=2), (16, 32, 32, 3), 4),
     "small": (dict(hidden_dim=128, num_layers=4, num_heads=4, patch_size=2), (8, 16, 16, 3), 4),
+    # Wan2.1-T2V-1.3B's released config (random weights) on the latents of 5 frames of 240x416 (2 x 30 x 52 x 16:
+    # 780 tokens), 512 UMT5-sized text tokens (4096 wide): the LoRA fine-tuning step of issue 22.
+    "wan_1_3b": ("wan2_1_t2v_1_3b", (2, 30, 52, 16), 1),
 }
+WAN_TEXT = (512, 4096)
 LORA_RANK = 8
 
 
@@ -57,15 +66,24 @@ def run_variant(variant, size, steps):
 
     config, video_shape, batch = SIZES[size]
     keras.utils.set_random_seed(0)
-    backbone = kv.models.Latte(input_shape=video_shape, num_classes=10, **config,
-                               dtype="mixed_bfloat16" if variant.startswith("bf16") else None,
-                               remat=variant == "bf16+remat")
-    if variant == "lora":
-        backbone.enable_lora(LORA_RANK)
-    model = kv.VideoDiffusion(backbone, seed=0)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
+    options = dict(dtype="mixed_bfloat16" if "bf16" in variant else None, remat="remat" in variant)
     rng = np.random.default_rng(0)
-    data = {"videos": rng.integers(0, 255, (batch,) + video_shape).astype("uint8"), "labels": np.arange(batch) % 10}
+    data = {"videos": rng.integers(0, 255, (batch,) + video_shape).astype("uint8")}
+    if isinstance(config, str):  # a released text-to-video config
+        backbone = kv.models.Wan.from_preset(config, input_shape=video_shape, **options)
+        data.update(text_embeddings=rng.standard_normal((batch,) + WAN_TEXT).astype("float32"),
+                    text_mask=np.ones((batch, WAN_TEXT[0]), "float32"),
+                    pooled_text=np.zeros((batch, WAN_TEXT[1]), "float32"))  # unused by Wan, asked by the batch
+        process = kv.diffusion.FlowMatching()
+    else:
+        backbone = kv.models.Latte(input_shape=video_shape, num_classes=10, **config, **options)
+        data["labels"] = np.arange(batch) % 10
+        process = None
+    if variant.startswith("lora"):
+        backbone.enable_lora(LORA_RANK)
+    print(f"built {backbone.count_params():,} parameters, RSS {rss_gib():.2f} GiB", file=sys.stderr, flush=True)
+    model = kv.VideoDiffusion(backbone, process, seed=0)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
     built_rss = rss_gib()
     times = []
     for _ in range(steps + 1):
@@ -77,7 +95,7 @@ def run_variant(variant, size, steps):
     result = dict(variant=variant, backend=keras.backend.backend(), size=size, loss=loss,
                   parameters=backbone.count_params(),
                   trainable=int(sum(np.prod(v.shape) for v in backbone.trainable_variables)),
-                  first_step_s=times[0], step_s=float(np.median(times[1:])))
+                  first_step_s=times[0], step_s=float(np.median(times[1:])) if steps else None)
     if keras.backend.backend() == "jax":
         import jax
 
@@ -92,6 +110,13 @@ def run_variant(variant, size, steps):
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
         result.update(peak_rss_gib=peak, memory_gib=peak - built_rss)
     return result
+
+
+def timed(seconds, base=None):
+    """A table cell: ``seconds`` (or its ratio to ``base``); a dash for a run without timed steps."""
+    if seconds is None or (base is not None and not base):
+        return "-"
+    return f"{seconds / base:.2f}x" if base is not None else f"{seconds:.2f}"
 
 
 def main():
@@ -125,8 +150,8 @@ def main():
         cells = (f"{row['arguments_gib']:.3f} | {row['temporaries_gib']:.3f}" if jax_columns
                  else f"{row['peak_rss_gib']:.2f}")
         print(f"| {row['variant']} | {row['trainable']:,} | {cells} | {row['memory_gib']:.3f} | "
-              f"{row['memory_gib'] / base['memory_gib']:.2f}x | {row['step_s']:.2f} | "
-              f"{row['step_s'] / base['step_s']:.2f}x |")
+              f"{row['memory_gib'] / base['memory_gib']:.2f}x | {timed(row['step_s'])} | "
+              f"{timed(row['step_s'], base['step_s'])} |")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ import time
 
 import numpy as np
 
+from keras_vdiff.diffusion.samplers import SAMPLERS as SAMPLER_CLASSES
 from keras_vdiff.validation import check_int
 
-SAMPLERS = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m", "dpmpp_2m_sde", "unipc")
+SAMPLERS = tuple(SAMPLER_CLASSES)  # the --sampler choices: the library's registry, in its order
 
 
 def _positive_int(text):

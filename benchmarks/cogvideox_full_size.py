@@ -2,7 +2,7 @@
 
 CPU mode (default): ``kv.models.CogVideoX.from_preset("cogvideox_2b")`` (the
 released ``THUDM/CogVideoX-2b`` transformer config: 30 layers, 30 heads x 64,
-3D sin-cos positions, 1,692,451,520 parameters) built with its random
+3D sin-cos positions, 1,693,783,872 parameters, as diffusers counts them) built with its random
 initialisers in ``bfloat16`` at ``--frames`` video frames (13 -> 4 latent frames)
 of 480x720 (60x90x16 latents, 5,400 video tokens + 226 text tokens), then ONE
 denoising step: one forward of ``--batch`` rows (1: a step without guidance; 2

@@ -5,7 +5,7 @@
 - ``wan2_1_t2v_1_3b``: Wan2.1-T2V-1.3B (1,418,996,800 parameters) at ``--frames``
   video frames (17 -> 5 latent frames) of 480x832 (60x104x16 latents: 7,800
   video tokens), 512 UMT5-sized text tokens (4096 wide) — issue 21's check;
-- ``cogvideox_2b``: CogVideoX-2b (1,692,451,520 parameters) at 13 frames (4
+- ``cogvideox_2b``: CogVideoX-2b (1,693,783,872 parameters, as diffusers counts them) at 13 frames (4
   latent frames) of 480x720 (60x90x16 latents, 5,400 video + 226 text tokens)
   — issue 20's (``benchmarks/cogvideox_full_size.py`` runs this for its CPU mode).
 

@@ -21,9 +21,10 @@ the first (compile); on a shared CPU only the ratios within one run mean much.
 
     KERAS_BACKEND=jax python benchmarks/training_memory.py [--size mid|small] [--steps 3]
     KERAS_BACKEND=torch python benchmarks/training_memory.py --size small
-    KERAS_BACKEND=jax python benchmarks/training_memory.py --size wan_1_3b --variants lora+bf16+remat --steps 0
+    KERAS_BACKEND=jax python benchmarks/training_memory.py --size wan_1_3b --variants lora+bfloat16+remat --steps 0
 
-``lora+bf16+remat`` combines the three; ``--size wan_1_3b`` is Wan2.1-T2V-1.3B's released
+``lora+bf16+remat`` combines the three; ``lora+bfloat16+remat`` keeps the frozen weights (and the
+pairs) in bfloat16 instead of float32, as one fine-tunes a large model; ``--size wan_1_3b`` is Wan2.1-T2V-1.3B's released
 config (random weights) on 5 frames of 240x416 with 512 text tokens, the fine-tuning step
 a user of the converted model runs (``--steps 0``: the first step only, compile included).
 
@@ -40,7 +41,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-VARIANTS = ("float32", "bf16", "bf16+remat", "lora", "lora+bf16+remat")
+VARIANTS = ("float32", "bf16", "bf16+remat", "lora", "lora+bf16+remat", "lora+bfloat16+remat")
 SIZES = {  # Latte config, input videos (frames, height, width, channels), batch
     "mid": (dict(hidden_dim=384, num_layers=12, num_heads=6, patch_size=2), (16, 32, 32, 3), 4),
     "small": (dict(hidden_dim=128, num_layers=4, num_heads=4, patch_size=2), (8, 16, 16, 3), 4),
@@ -66,7 +67,8 @@ def run_variant(variant, size, steps):
 
     config, video_shape, batch = SIZES[size]
     keras.utils.set_random_seed(0)
-    options = dict(dtype="mixed_bfloat16" if "bf16" in variant else None, remat="remat" in variant)
+    dtype = "mixed_bfloat16" if "bf16" in variant else ("bfloat16" if "bfloat16" in variant else None)
+    options = dict(dtype=dtype, remat="remat" in variant)
     rng = np.random.default_rng(0)
     data = {"videos": rng.integers(0, 255, (batch,) + video_shape).astype("uint8")}
     if isinstance(config, str):  # a released text-to-video config

@@ -205,7 +205,7 @@ def test_plain_progressive_round_and_bad_arguments():
         GuidedDistillation(teacher, guidance_range=(4.0, 2.0))
 
 
-def test_the_shipped_distilled_preset_is_a_guidance_conditioned_four_step_pipeline():
+def test_the_shipped_distilled_preset_is_a_guidance_conditioned_eight_step_pipeline():
     model = VideoDiffusion.from_preset("latte_tiny_moving_mnist_distilled")
     assert isinstance(model, GuidanceConditionedDiffusion)
     assert (model.sampler, model.sampler_options) == ("ddim", {"timestep_spacing": "trailing"})

@@ -22,8 +22,9 @@ TRAINED_PIPELINES = {
         "trained on generated MovingMNIST by `keras-vdiff train`; see training.json for the command and scores."
     ),
     "latte_tiny_moving_mnist_distilled": (
-        "latte_tiny_moving_mnist distilled (guided, then progressive 16 -> 8 -> 4 steps): a guidance-conditioned "
-        "student sampling 4 DDIM steps without the null pass; see training.json for the commands and scores."
+        "latte_tiny_moving_mnist distilled (one progressive round 16 -> 8 steps that folds the guidance in): a "
+        "guidance-conditioned student sampling 8 DDIM steps without the null pass; see training.json for the "
+        "command and scores."
     ),
     "ssr_moving_mnist_16_to_32": (
         "A 16x16 -> 32x32 spatial super-resolution stage for latte_tiny_moving_mnist (SuperResolutionDiffusion, "

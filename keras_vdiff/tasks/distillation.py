@@ -17,7 +17,10 @@
   (``v = alpha eps~ - sigma x~`` with ``eps~ = (z_t - alpha x~) / sigma``, ``eps~``, or ``x~``).
   The loss weights the x-space error by ``1 + SNR`` (``"snr+1"``: exactly the MSE of
   ``v``) or ``max(SNR, 1)`` (``"truncated_snr"``). A round halves ``N``: the next round's
-  teacher is this round's ``student``.
+  teacher is this round's ``student``. Given a plain conditional teacher and a
+  ``GuidanceConditionedDiffusion.from_teacher`` student, a round also folds the teacher's
+  classifier-free guidance into the student (both of Meng et al.'s stages in one round,
+  trained on the student's grid points only).
 - ``GuidedDistillation`` (Meng et al. 2023, "On Distillation of Guided Diffusion Models",
   stage one): a student conditioned on the guidance scale ``w`` learns the teacher's guided
   prediction ``null + w (cond - null)`` (the library's convention, ``diffusion/guidance.py``;

@@ -370,7 +370,6 @@ class ProgressiveDistillation(DistillationTask):
         if folding and teacher.conditioning is None:
             raise ValueError("A guidance-conditioned student needs a conditional teacher (classifier-free guidance).")
         name, options = STUDENT_SAMPLER
-        student.sampler, student.sampler_options = name, dict(options)
         super().__init__(teacher, student, weighting=weighting, seed=seed, sampler=name, sampler_options=options,
                          **kwargs)
         self.student_steps = int(student_steps)
@@ -408,6 +407,7 @@ class ProgressiveDistillation(DistillationTask):
             )
         grid = self.teacher_sampler.grid
         self._alpha, self._sigma = grid["alpha"].astype(np.float32), grid["sigma"].astype(np.float32)
+        student.sampler, student.sampler_options = name, dict(options)  # after the checks above
 
     def _guidance(self, batch_size):
         if self.guidance_range is not None:

@@ -136,3 +136,21 @@ def test_lora_files_never_replace_what_keras_vdiff_did_not_write(tmp_path):
     with pytest.raises(ValueError, match=r"\.lora\.h5"):
         backbone.save_lora_weights(tmp_path / "adapter.h5")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.lora.h5"]  # no temporary file left behind
+
+
+def test_remat_keeps_the_gradients_of_blocks_called_with_keyword_arguments():
+    """Latte's blocks get keyword and None / Python arguments (``context=None``, ``active=True``); on TensorFlow
+    ``tf.recompute_grad`` takes neither in a traced step, so only the tensors pass through the checkpoint."""
+    config = dict(input_shape=(2, 8, 8, 3), patch_size=4, hidden_dim=32, num_layers=2, num_heads=2, num_classes=4)
+    plain, checkpointed = kv.models.Latte(**config), kv.models.Latte(remat=True, **config)
+    copy_weights(plain, checkpointed)
+    videos = np.random.default_rng(1).integers(0, 255, (4, 2, 8, 8, 3)).astype("uint8")
+    before = weight_values(plain)
+    for backbone in (plain, checkpointed):
+        model = kv.VideoDiffusion(backbone, seed=3)
+        model.compile(optimizer=keras.optimizers.SGD(1.0))
+        assert np.isfinite(float(model.train_on_batch({"videos": videos, "labels": LABELS})))
+    after_plain, after_remat = weight_values(plain), weight_values(checkpointed)
+    for path, value in before.items():
+        np.testing.assert_allclose(after_remat[path] - value, after_plain[path] - value, atol=1e-5, err_msg=path)
+    assert any(np.abs(after_plain[p] - before[p]).max() > 1e-4 for p in before)

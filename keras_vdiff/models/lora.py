@@ -16,8 +16,10 @@ are recomputed in the backward pass instead of kept (``jax.checkpoint``,
 ``tf.recompute_grad``, ``torch.utils.checkpoint``).
 """
 
+import inspect
 import os
 import re
+import types
 
 import h5py
 import keras
@@ -46,10 +48,31 @@ def remat_blocks(backbone):
     for layer in backbone.layers:
         if REMAT_BLOCK_NAMES.fullmatch(layer.name):
             layer._remat_mode = mode  # what RematScope gives a layer built inside it
+            if keras.backend.backend() == "tensorflow":
+                layer.rematerialized_call = types.MethodType(_tensor_arguments_remat_call, layer)
             names.append(layer.name)
     if not names:
         raise ValueError(f"{type(backbone).__name__} has no layer named like a block ({REMAT_BLOCK_NAMES.pattern}).")
     return names
+
+
+def _tensor_arguments_remat_call(layer, layer_call, *args, **kwargs):
+    """``Layer.rematerialized_call`` for TensorFlow: only the tensor arguments pass through the checkpoint.
+
+    ``tf.recompute_grad`` (Keras' TensorFlow remat) is a ``tf.custom_gradient``, which in a
+    traced ``fit`` step takes neither keyword arguments nor ``None`` / Python values; the
+    blocks are called with both (``context=None``, ``active=True``). The call is bound to its
+    signature, the tensors go through the checkpoint positionally and the rest is closed over.
+    """
+    bound = inspect.signature(layer_call).bind(*args, **kwargs)
+    values = dict(bound.arguments)
+    tensor_names = [name for name, value in values.items() if keras.ops.is_tensor(value)]
+
+    def tensors_only(*tensors):
+        return layer_call(**dict(values, **dict(zip(tensor_names, tensors))))
+
+    checkpointed = keras.layers.Layer.rematerialized_call(layer, tensors_only)
+    return lambda *_args, **_kwargs: checkpointed(*(values[name] for name in tensor_names))
 
 
 def freeze_lora_biases(backbone):

@@ -2,11 +2,11 @@
 
 One ``fit`` step (``train_on_batch``, AdamW) of a mid-size class-conditional
 Latte (12 layers, width 384, 6 heads; 16 frames of 32x32x3, patch 2: 4,096
-tokens; batch 4), in four variants built with the same seed:
+tokens; batch 4), in variants built with the same seed:
 
 - ``float32``: the default;
 - ``bf16``: ``dtype="mixed_bfloat16"`` (float32 weights, bfloat16 compute);
-- ``bf16+remat``: also ``remat=True`` (every block recomputed in the backward pass);
+- ``bf16+remat``: also ``remat=True`` (every block recomputed in the backward pass); ``remat``: float32 with it;
 - ``lora``: float32, ``backbone.enable_lora(8)`` (only the low-rank pairs train,
   so AdamW keeps moments for those alone).
 
@@ -41,7 +41,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-VARIANTS = ("float32", "bf16", "bf16+remat", "lora", "lora+bf16+remat", "lora+bfloat16+remat")
+VARIANTS = ("float32", "bf16", "bf16+remat", "remat", "lora", "lora+bf16+remat", "lora+bfloat16+remat")
 SIZES = {  # Latte config, input videos (frames, height, width, channels), batch
     "mid": (dict(hidden_dim=384, num_layers=12, num_heads=6, patch_size=2), (16, 32, 32, 3), 4),
     "small": (dict(hidden_dim=128, num_layers=4, num_heads=4, patch_size=2), (8, 16, 16, 3), 4),

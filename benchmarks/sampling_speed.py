@@ -79,16 +79,22 @@ def reference_sampling(folder, steps, batch, repeats, threads, compile, guidance
                 latents = scheduler.step(uncond + guidance * (cond - uncond), t, latents).prev_sample
         return latents
 
+    first, best = first_and_best(sample, repeats)
+    return dict(first_call_seconds=round(first, 3), seconds=round(best, 3),
+                forward_flops=forward_flops(model, 2 * batch), matmul_gflops=round(matmul_gflops(threads), 1))
+
+
+def first_and_best(call, repeats):
+    """Seconds of ``call()``'s first run (compilation included) and the best of ``repeats`` runs after it."""
     start = time.perf_counter()
-    sample()
+    call()
     first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        sample()
+        call()
         times.append(time.perf_counter() - start)
-    return dict(first_call_seconds=round(first, 3), seconds=round(min(times), 3),
-                forward_flops=forward_flops(model, 2 * batch), matmul_gflops=round(matmul_gflops(threads), 1))
+    return first, min(times)
 
 
 def time_keras(model, compile, steps, batch, repeats):
@@ -100,15 +106,7 @@ def time_keras(model, compile, steps, batch, repeats):
                 pooled_text=rng.standard_normal((batch, TEXT_DIM)).astype("float32"))
     kwargs = dict(text_embeddings=text, steps=steps, sampler="ddim", guidance_scale=4.0, seed=0, compile=compile,
                   return_latents=True)
-    start = time.perf_counter()
-    model.generate(**kwargs)
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.generate(**kwargs)
-        times.append(time.perf_counter() - start)
-    return first, min(times)
+    return first_and_best(lambda: model.generate(**kwargs), repeats)
 
 
 def main(argv=None):

@@ -32,6 +32,13 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _non_negative_int(text):
+    try:
+        return check_int(int(text), "value", minimum=0)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _positive_float(text):
     value = float(text)
     if not value > 0:
@@ -116,6 +123,11 @@ def build_parser():
                        help="wall-clock budget in minutes (training stops at steps or budget, whichever first)")
     train.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default: 32)")
     train.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="AdamW learning rate")
+    train.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                       help="constant, or cosine: the learning rate decays to zero over the budget (--steps or "
+                            "--max-minutes, whichever ends first); the demo's recipe for short runs")
+    train.add_argument("--warmup-steps", type=_non_negative_int, default=0,
+                       help="linear learning-rate warm-up over the run's first steps (default: 0)")
     train.add_argument("--ema", type=float, default=0.995, help="EMA momentum of the weights; 0 disables")
     train.add_argument("--output-dir", required=True, help="run directory")
     train.add_argument("--resume", action="store_true",
@@ -340,6 +352,7 @@ def _train(args, model, state, checkpoint):
         model, data, steps=args.steps, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
         batch_size=args.batch_size, learning_rate=args.learning_rate, ema_momentum=args.ema or None,
         checkpoint_dir=checkpoint, seed=args.seed, initial_state=state,
+        learning_rate_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
     )
     if result["stopped_by"] == "non_finite":
         kept = training.load_run_state(checkpoint)["steps"] if os.path.isdir(checkpoint) else None
@@ -350,7 +363,8 @@ def _train(args, model, state, checkpoint):
     history = dict(
         backend=keras.backend.backend(), steps=result["steps"], stopped_by=result["stopped_by"],
         steps_per_second=result["steps_per_second"], seconds=result["seconds"][-1] if result["seconds"] else 0,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, ema=args.ema, num_videos=args.num_videos,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps, ema=args.ema, num_videos=args.num_videos,
         losses=result["losses"],
     )
     atomic_files.write_json(os.path.join(args.output_dir, "history.json"), history)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -19,9 +20,13 @@ def test_train_runs_the_step_budget_records_per_step_losses_and_checkpoints(tmp_
     model = training.moving_mnist_text_to_video(**TINY)
     assert model.backbone.latent_shape == (4, 8, 8, 1)
     data = training.moving_mnist_training_data(model, 40, seed=1)
-    result = training.train(model, data, steps=5, batch_size=8, checkpoint_dir=str(tmp_path / "ckpt"), verbose=0)
+    result = training.train(model, data, steps=5, batch_size=8, checkpoint_dir=str(tmp_path / "ckpt"), verbose=0,
+                            learning_rate_schedule="cosine", warmup_steps=2)
     # 40 videos / batch 8 = 5 batches per epoch: the budget ends fit after exactly 5 steps.
     assert result["steps"] == 5 and result["stopped_by"] == "steps"
+    # The last step ran at the cosine's rate for step 4 of 5 (after a 2-step warm-up).
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(
+        1e-3 * 0.5 * (1 + np.cos(np.pi * 4 / 5)), rel=1e-5)
     assert len(result["losses"]) == 5 and np.all(np.isfinite(result["losses"]))
     state = json.load(open(tmp_path / "ckpt" / "state.json"))
     assert state["steps"] == 5
@@ -60,6 +65,36 @@ def test_step_losses_undo_the_running_mean():
     np.testing.assert_allclose(callback.losses, step_losses, rtol=1e-12)
 
 
+def test_budget_learning_rate_sets_the_rate_of_every_step_mid_epoch_too():
+    # w <- w - lr_k * dL/dw with L = mean((w * 1)^2): dL/dw = 2 w, so the final weight is a product of the
+    # per-step rates; 4 steps per epoch, stopped after 6: the rate must reach steps inside an epoch as well.
+    x, y = np.ones((8, 1), "float32"), np.zeros((8, 1), "float32")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    budget = training.TrainingBudget(max_steps=6)
+    schedule = training.BudgetLearningRate(budget, peak=0.1, warmup_steps=2)
+    model.fit(x, y, batch_size=2, epochs=2, callbacks=[schedule, budget], verbose=0, shuffle=False)
+    expected_rates = [0.1 * min(1.0, (k + 1) / 2) * 0.5 * (1 + np.cos(np.pi * k / 6)) for k in range(6)]
+    np.testing.assert_allclose([rate for _, rate in schedule.rates], expected_rates, rtol=1e-12)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.layers[0].kernel)[0, 0],
+                               np.prod([1 - 2 * rate for rate in expected_rates]), rtol=1e-5)
+
+
+def test_warmup_cosine_follows_the_budget_and_its_callback_rejects_what_it_cannot_decay_over():
+    assert training.warmup_cosine(2.0, step=100, progress=0.0) == pytest.approx(2.0)
+    assert training.warmup_cosine(2.0, step=100, progress=0.5, final_fraction=0.5) == pytest.approx(1.5)
+    assert training.warmup_cosine(2.0, step=100, progress=1.0) == pytest.approx(0.0)
+    assert training.warmup_cosine(2.0, step=0, progress=0.0, warmup_steps=4) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="max_steps"):
+        training.BudgetLearningRate(training.TrainingBudget(), peak=1e-3)
+    with pytest.raises(ValueError, match="final_fraction"):
+        training.BudgetLearningRate(training.TrainingBudget(max_steps=2), peak=1e-3, final_fraction=2.0)
+    # A time budget: the progress is the fraction of its seconds used.
+    budget = training.TrainingBudget(max_steps=1000, max_seconds=10.0)
+    budget._start = time.perf_counter() - 5.0
+    assert training.BudgetLearningRate(budget, peak=1.0).progress() == pytest.approx(0.5, abs=0.05)
+
+
 def test_train_rejects_bad_arguments():
     model = training.moving_mnist_text_to_video(**TINY)
     data = {"videos": np.zeros((4, 4, 8, 8, 1), np.uint8), "captions": training.all_captions()[:4]}
@@ -71,6 +106,10 @@ def test_train_rejects_bad_arguments():
         training.train(model, data, steps=1, batch_size=8)
     with pytest.raises(ValueError, match="`videos`"):
         training.train(model, {"captions": []}, steps=1)
+    with pytest.raises(ValueError, match="learning_rate_schedule.*'linear'"):
+        training.train(model, data, steps=1, learning_rate_schedule="linear")
+    with pytest.raises(ValueError, match="`warmup_steps` must be an integer >= 0, got -1"):
+        training.train(model, data, steps=1, warmup_steps=-1)
 
 
 def test_plot_contact_sheet_and_sample_files(tmp_path):
@@ -146,3 +185,5 @@ def test_cli_errors_name_the_option(tmp_path):
         cli.main(["train", "--steps", "1", "--output-dir", str(tmp_path / "fresh"), "--resume"])
     with pytest.raises(SystemExit):
         cli.main(["sample", "--preset", "x", "--prompt", "y", "--steps", "0"])  # argparse: positive int
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--steps", "1", "--output-dir", str(tmp_path / "w"), "--warmup-steps", "-1"])

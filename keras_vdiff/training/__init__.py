@@ -4,8 +4,8 @@ The pieces a user would otherwise rewrite around ``model.fit``, one module per j
 
 - ``loop``: ``train(model, data, ...)`` runs ``fit`` for a number of optimizer
   steps or a wall-clock budget, with progress output and per-step losses; its
-  callbacks (``StepLosses``, ``TrainingBudget``, ``BudgetProgress``,
-  ``StopOnNonFiniteLoss``) work in any ``fit``;
+  callbacks (``StepLosses``, ``TrainingBudget``, ``BudgetLearningRate``,
+  ``BudgetProgress``, ``StopOnNonFiniteLoss``) work in any ``fit``;
 - ``checkpoints``: ``PresetCheckpoint`` / ``save_checkpoint`` save the pipeline
   and the run state together (finite weights only) and ``load_run_state``
   reads it back, so ``--resume`` continues the step count and the history;
@@ -18,7 +18,16 @@ job leaves either the previous file or the new one, never half of one.
 """
 
 from keras_vdiff.training.checkpoints import PresetCheckpoint, load_run_state, non_finite_variables, save_checkpoint
-from keras_vdiff.training.loop import BudgetProgress, StepLosses, StopOnNonFiniteLoss, TrainingBudget, train
+from keras_vdiff.training.loop import (
+    LEARNING_RATE_SCHEDULES,
+    BudgetLearningRate,
+    BudgetProgress,
+    StepLosses,
+    StopOnNonFiniteLoss,
+    TrainingBudget,
+    train,
+    warmup_cosine,
+)
 from keras_vdiff.training.media import check_writable, contact_sheet, plot_loss, slug, write_samples
 from keras_vdiff.training.moving_mnist import (
     RECOMMENDED_SAMPLING,

@@ -2,7 +2,8 @@
 
 The callbacks are usable in any ``fit``: :class:`StepLosses` (per-step
 losses), :class:`TrainingBudget` (stop at a step count or a time limit),
-:class:`BudgetProgress` (one line per epoch for a time budget) and
+:class:`BudgetLearningRate` (warm-up and cosine decay over that budget, steps
+or seconds), :class:`BudgetProgress` (one line per epoch for a time budget) and
 :class:`StopOnNonFiniteLoss` (stop at the first NaN / inf loss, naming the
 step and the last finite loss).
 """
@@ -15,6 +16,7 @@ import numpy as np
 
 from keras_vdiff.data.pipelines import VideoBatches
 from keras_vdiff.training.checkpoints import PresetCheckpoint, restore_random_state, run_state, save_checkpoint
+from keras_vdiff.validation import check_int
 
 
 def step_loss(batch, mean, previous_mean):
@@ -123,6 +125,76 @@ class TrainingBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def warmup_cosine(peak, step, progress, warmup_steps=0, final_fraction=0.0):
+    """A learning rate: linear warm-up over ``warmup_steps``, then a cosine from ``peak`` to ``final_fraction * peak``.
+
+    ``progress`` is the fraction of the run done, in [0, 1] (of its steps, or of
+    its wall-clock budget); the cosine follows it, so one schedule serves a step
+    budget and a time budget alike.
+    """
+    progress = min(max(float(progress), 0.0), 1.0)
+    warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    cosine = final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return peak * warmup * cosine
+
+
+class BudgetLearningRate(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate before every step from how much of a :class:`TrainingBudget` is used.
+
+    A step-indexed ``LearningRateSchedule`` needs the run's length in steps; a
+    wall-clock budget (``make demo``'s 8 minutes) does not know it in advance.
+    This callback decays over whichever end of the budget is nearer: progress is
+    ``max(steps / max_steps, elapsed / max_seconds)``. The rate is
+    :func:`warmup_cosine` of ``peak``.
+
+    The optimizer must have been built with a float learning rate (a variable).
+    On JAX, ``fit`` keeps the optimizer state outside the variables between
+    epochs; the callback syncs it before assigning, so the new rate reaches the
+    next step (``every`` spaces those syncs out; 1 sets it before every step).
+
+    Args:
+        budget: the run's :class:`TrainingBudget` (its ``steps`` and ``elapsed``).
+        peak: the learning rate after warm-up.
+        warmup_steps: linear warm-up from ``peak / warmup_steps``.
+        final_fraction: the rate at the end of the budget, as a fraction of ``peak``.
+        every: set the rate every ``every`` steps.
+    """
+
+    def __init__(self, budget, peak, warmup_steps=0, final_fraction=0.0, every=1):
+        super().__init__()
+        if budget.max_steps is None and budget.max_seconds is None:
+            raise ValueError("BudgetLearningRate needs a budget with `max_steps` or `max_seconds` to decay over.")
+        if not peak > 0:
+            raise ValueError(f"`peak` must be a positive learning rate, got {peak!r}.")
+        if not 0.0 <= final_fraction <= 1.0:
+            raise ValueError(f"`final_fraction` must be in [0, 1], got {final_fraction!r}.")
+        self.budget = budget
+        self.peak = float(peak)
+        self.warmup_steps = int(warmup_steps)
+        self.final_fraction = float(final_fraction)
+        self.every = max(1, int(every))
+        self.rates = []
+
+    def progress(self):
+        """The fraction of the budget used: of its steps or of its seconds, whichever is further along."""
+        fractions = []
+        if self.budget.max_steps is not None:
+            fractions.append(self.budget.steps / self.budget.max_steps)
+        if self.budget.max_seconds is not None:
+            fractions.append(self.budget.elapsed / self.budget.max_seconds)
+        return max(fractions)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.budget.steps
+        if self.rates and step % self.every:
+            return
+        rate = warmup_cosine(self.peak, step, self.progress(), self.warmup_steps, self.final_fraction)
+        if keras.backend.backend() == "jax":
+            self.model.jax_state_sync()  # the optimizer variables hold the latest state; the next step reads them
+        self.model.optimizer.learning_rate = rate
+        self.rates.append((step, rate))
+
+
 class BudgetProgress(keras.callbacks.Callback):
     """One line per epoch for a wall-clock budget: steps so far, the epoch's mean loss, time used of the budget.
 
@@ -166,8 +238,12 @@ def _check_budget(steps, max_seconds, batch_size, data):
         raise ValueError("`data` must be a dict of arrays with a `videos` entry (and `captions` or `labels`).")
 
 
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")
+
+
 def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rate=1e-3, weight_decay=0.0,
-          ema_momentum=0.995, checkpoint_dir=None, seed=0, verbose=1, initial_state=None):
+          ema_momentum=0.995, checkpoint_dir=None, seed=0, verbose=1, initial_state=None,
+          learning_rate_schedule="constant", warmup_steps=0):
     """Train ``model`` on ``data`` with ``fit`` until ``steps`` optimizer steps in all and/or ``max_seconds``.
 
     Args:
@@ -177,6 +253,12 @@ def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rat
         steps: optimizer steps of the whole run, resumed steps included (``None``: until ``max_seconds``).
         max_seconds: wall-clock budget of this call (``None``: until ``steps``).
         batch_size, learning_rate, weight_decay: the AdamW run.
+        learning_rate_schedule: ``"constant"``, or ``"cosine"``: ``learning_rate``
+            decays to zero over the budget (its steps or its seconds, whichever
+            ends first; :class:`BudgetLearningRate`), which is what a short run
+            such as ``make demo``'s needs.
+        warmup_steps: linear learning-rate warm-up over the run's first steps (a resumed run past
+            them does not warm up again).
         ema_momentum: EMA of the weights kept by the optimizer and swapped in
             at the end (``None`` disables it).
         checkpoint_dir: save the pipeline and the run state there after every
@@ -192,6 +274,10 @@ def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rat
     (why it stopped, for ``"non_finite"``) and ``steps_per_second`` (of this call).
     """
     _check_budget(steps, max_seconds, batch_size, data)
+    if learning_rate_schedule not in LEARNING_RATE_SCHEDULES:
+        raise ValueError(f"`learning_rate_schedule` must be one of {LEARNING_RATE_SCHEDULES}, "
+                         f"got {learning_rate_schedule!r}.")
+    check_int(warmup_steps, "warmup_steps", minimum=0)
     state = dict(initial_state or {"epochs": 0, "steps": 0, "losses": [], "seconds": []})
     keys = ["videos"] + [key for key in ("captions", "labels") if key in data]
     tokenizer = getattr(model.text_encoder, "tokenizer", None) if "captions" in data else None
@@ -217,6 +303,9 @@ def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rat
         # A time budget has no epoch count for the Keras bar ("Epoch 3/1000000"): print our own lines.
         callbacks.append(BudgetProgress(budget, losses, max_seconds))
         verbose = 0
+    if learning_rate_schedule == "cosine" or warmup_steps:
+        final = 0.0 if learning_rate_schedule == "cosine" else 1.0
+        callbacks.append(BudgetLearningRate(budget, learning_rate, warmup_steps, final_fraction=final))
     if getattr(model.optimizer, "use_ema", False):
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=False))
     checkpoint = None

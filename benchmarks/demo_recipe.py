@@ -40,8 +40,13 @@ def main(argv=None):
     parser.add_argument("--ema", type=float, default=0.995, help="EMA momentum; 0 disables")
     parser.add_argument("--backbone", default="{}", help="JSON dict of backbone overrides")
     parser.add_argument("--process", default="{}", help="JSON dict of diffusion-process overrides")
+    parser.add_argument("--condition-dropout", type=float, default=0.1, help="caption dropout for guidance")
     parser.add_argument("--samples-per-caption", type=int, default=3)
+    parser.add_argument("--guidance", default=None,
+                        help="comma-separated guidance scales to score (default: the demo's, "
+                             "training.RECOMMENDED_SAMPLING); one row per scale")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", default=None, help="also save the trained pipeline (no optimizer) there")
     args = parser.parse_args(argv)
 
     import keras
@@ -51,27 +56,36 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
     model = training.moving_mnist_text_to_video(seed=args.seed, backbone=json.loads(args.backbone),
-                                                process=json.loads(args.process))
+                                                process=json.loads(args.process),
+                                                condition_dropout=args.condition_dropout)
     data = training.moving_mnist_training_data(model, args.num_videos, seed=args.seed)
     print(f"[{args.name}] {model.backbone.describe()}", flush=True)
     result = training.train(model, data, max_seconds=60 * args.minutes, batch_size=args.batch_size,
                             learning_rate=args.learning_rate, ema_momentum=args.ema or None, seed=args.seed,
                             learning_rate_schedule=args.schedule, warmup_steps=args.warmup)
-    start = time.perf_counter()
-    scores = training.evaluate_moving_mnist(model, samples_per_caption=args.samples_per_caption,
-                                            seed=args.seed + 1, progress=False, **training.RECOMMENDED_SAMPLING)
-    accuracy = scores["conditional_accuracy"]
-    row = dict(name=args.name, backend=keras.backend.backend(), minutes=args.minutes, steps=result["steps"],
-               steps_per_second=round(result["steps_per_second"], 3), batch_size=args.batch_size,
-               learning_rate=args.learning_rate, schedule=args.schedule, warmup=args.warmup, ema=args.ema,
-               backbone=json.loads(args.backbone), process=json.loads(args.process), seed=args.seed,
-               parameters=int(model.backbone.count_params()),
-               final_loss=round(float(np.mean(result["losses"][-100:])), 4),
-               videos=scores["num_videos"], accuracy=round(accuracy["overall"], 4),
-               digit=round(accuracy["digit"], 4), motion=round(accuracy["motion"], 4),
-               frechet=round(scores["frechet_distance"], 1), eval_seconds=round(time.perf_counter() - start, 1))
-    append_rows(RESULTS, [row])
-    print("RESULT " + json.dumps(row), flush=True)
+    if args.save:
+        model.save_to_preset(args.save, include_optimizer=False)
+    sampling = dict(training.RECOMMENDED_SAMPLING)
+    scales = [float(g) for g in args.guidance.split(",")] if args.guidance else [sampling["guidance_scale"]]
+    rows = []
+    for scale in scales:
+        start = time.perf_counter()
+        sampling["guidance_scale"] = scale
+        scores = training.evaluate_moving_mnist(model, samples_per_caption=args.samples_per_caption,
+                                                seed=args.seed + 1, progress=False, **sampling)
+        accuracy = scores["conditional_accuracy"]
+        rows.append(dict(
+            name=args.name, backend=keras.backend.backend(), minutes=args.minutes, steps=result["steps"],
+            steps_per_second=round(result["steps_per_second"], 3), batch_size=args.batch_size,
+            learning_rate=args.learning_rate, schedule=args.schedule, warmup=args.warmup, ema=args.ema,
+            condition_dropout=args.condition_dropout, backbone=json.loads(args.backbone),
+            process=json.loads(args.process), seed=args.seed, parameters=int(model.backbone.count_params()),
+            final_loss=round(float(np.mean(result["losses"][-100:])), 4), guidance_scale=scale,
+            videos=scores["num_videos"], accuracy=round(accuracy["overall"], 4), digit=round(accuracy["digit"], 4),
+            motion=round(accuracy["motion"], 4), frechet=round(scores["frechet_distance"], 1),
+            eval_seconds=round(time.perf_counter() - start, 1)))
+        print("RESULT " + json.dumps(rows[-1]), flush=True)
+    append_rows(RESULTS, rows)
     return 0
 
 

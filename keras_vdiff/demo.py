@@ -6,7 +6,8 @@ Steps, each printed as it runs:
    thesis' captions "The digit 7 is moving left and right");
 2. train the tiny Latte + word-level text encoder of
    ``keras_vdiff.training.TINY_MOVING_MNIST`` with ``model.fit`` for a
-   wall-clock budget (default 8 minutes);
+   wall-clock budget (default 8 minutes), with the recipe of
+   ``keras_vdiff.training.DEMO_TRAINING`` (batch, learning rate, warm-up);
 3. sample one video per motion (DDPM, classifier-free guidance) and write
    GIFs, a contact sheet and the loss curve under ``--output-dir``;
 4. score 30 samples (one per caption) with the shipped MovingMNIST
@@ -25,12 +26,17 @@ import time
 
 
 def main(argv=None):
+    from keras_vdiff.training.moving_mnist import DEMO_TRAINING
+
     parser = argparse.ArgumentParser(description="Train a tiny text-to-video model on MovingMNIST and sample it.")
     parser.add_argument("--output-dir", default="outputs", help="where GIFs, plots and the model go")
     parser.add_argument("--minutes", type=float, default=8.0, help="training budget in minutes (default: 8)")
     parser.add_argument("--num-videos", type=int, default=6000, help="generated training videos")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    recipe = DEMO_TRAINING
+    parser.add_argument("--batch-size", type=int, default=recipe["batch_size"])
+    parser.add_argument("--learning-rate", type=float, default=recipe["learning_rate"], help="AdamW, after warm-up")
+    parser.add_argument("--warmup-steps", type=int, default=recipe["warmup_steps"])
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=recipe["learning_rate_schedule"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-preset", action="store_true", help="do not sample the shipped trained preset")
     args = parser.parse_args(argv)
@@ -55,7 +61,7 @@ def main(argv=None):
     print(f"[2/5] training for {args.minutes:g} minutes with model.fit ...", flush=True)
     result = training.train(model, data, max_seconds=60 * args.minutes, batch_size=args.batch_size,
                             learning_rate=args.learning_rate, checkpoint_dir=os.path.join(out, "pipeline"),
-                            seed=args.seed)
+                            seed=args.seed, warmup_steps=args.warmup_steps, learning_rate_schedule=args.lr_schedule)
     loss_plot = training.plot_loss(result["losses"], os.path.join(out, "loss.png"),
                                    title=f"MovingMNIST text-to-video, {result['steps']} steps")
     atomic_files.write_json(os.path.join(out, "history.json"), {

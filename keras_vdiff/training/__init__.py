@@ -9,7 +9,7 @@ The pieces a user would otherwise rewrite around ``model.fit``, one module per j
 - ``checkpoints``: ``PresetCheckpoint`` / ``save_checkpoint`` save the pipeline
   and the run state together (finite weights only) and ``load_run_state``
   reads it back, so ``--resume`` continues the step count and the history;
-- ``moving_mnist``: the demo's recipe (``TINY_MOVING_MNIST``,
+- ``moving_mnist``: the demo's recipe (``TINY_MOVING_MNIST``, ``DEMO_TRAINING``,
   ``moving_mnist_text_to_video``, ``evaluate_moving_mnist``);
 - ``media``: ``plot_loss``, ``write_samples``, ``contact_sheet``.
 
@@ -30,6 +30,7 @@ from keras_vdiff.training.loop import (
 )
 from keras_vdiff.training.media import check_writable, contact_sheet, plot_loss, slug, write_samples
 from keras_vdiff.training.moving_mnist import (
+    DEMO_TRAINING,
     RECOMMENDED_SAMPLING,
     TINY_MOVING_MNIST,
     all_captions,

@@ -255,8 +255,10 @@ def train(model, data, steps=None, max_seconds=None, batch_size=32, learning_rat
         batch_size, learning_rate, weight_decay: the AdamW run.
         learning_rate_schedule: ``"constant"``, or ``"cosine"``: ``learning_rate``
             decays to zero over the budget (its steps or its seconds, whichever
-            ends first; :class:`BudgetLearningRate`), which is what a short run
-            such as ``make demo``'s needs.
+            ends first; :class:`BudgetLearningRate`). A resumed run continues a
+            step budget's cosine; a time budget is this call's, so its cosine
+            starts again. (``make demo``'s 8 minutes learned more with a constant
+            rate: benchmarks/RESULTS.md.)
         warmup_steps: linear learning-rate warm-up over the run's first steps (a resumed run past
             them does not warm up again).
         ema_momentum: EMA of the weights kept by the optimizer and swapped in

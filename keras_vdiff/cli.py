@@ -125,7 +125,7 @@ def build_parser():
     train.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="AdamW learning rate")
     train.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                        help="constant, or cosine: the learning rate decays to zero over the budget (--steps or "
-                            "--max-minutes, whichever ends first); the demo's recipe for short runs")
+                            "--max-minutes, whichever ends first)")
     train.add_argument("--warmup-steps", type=_non_negative_int, default=0,
                        help="linear learning-rate warm-up over the run's first steps (default: 0)")
     train.add_argument("--ema", type=float, default=0.995, help="EMA momentum of the weights; 0 disables")

@@ -148,9 +148,10 @@ class BudgetLearningRate(keras.callbacks.Callback):
     :func:`warmup_cosine` of ``peak``.
 
     The optimizer must have been built with a float learning rate (a variable).
-    On JAX, ``fit`` keeps the optimizer state outside the variables between
-    epochs; the callback syncs it before assigning, so the new rate reaches the
-    next step (``every`` spaces those syncs out; 1 sets it before every step).
+    On JAX, ``fit`` keeps the training state outside the variables during an
+    epoch; the callback syncs it before assigning, so the new rate reaches the
+    next step. It skips steps whose rate is unchanged, and ``every`` spaces the
+    updates out (1: before every step).
 
     Args:
         budget: the run's :class:`TrainingBudget` (its ``steps`` and ``elapsed``).
@@ -189,6 +190,8 @@ class BudgetLearningRate(keras.callbacks.Callback):
         if self.rates and step % self.every:
             return
         rate = warmup_cosine(self.peak, step, self.progress(), self.warmup_steps, self.final_fraction)
+        if self.rates and rate == self.rates[-1][1]:
+            return  # unchanged (a constant rate after its warm-up): no sync needed
         if keras.backend.backend() == "jax":
             self.model.jax_state_sync()  # the optimizer variables hold the latest state; the next step reads them
         self.model.optimizer.learning_rate = rate

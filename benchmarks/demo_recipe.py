@@ -54,9 +54,9 @@ def main(argv=None):
 
     from keras_vdiff import training
 
+    backbone, process = json.loads(args.backbone), json.loads(args.process)
     keras.utils.set_random_seed(args.seed)
-    model = training.moving_mnist_text_to_video(seed=args.seed, backbone=json.loads(args.backbone),
-                                                process=json.loads(args.process),
+    model = training.moving_mnist_text_to_video(seed=args.seed, backbone=backbone, process=process,
                                                 condition_dropout=args.condition_dropout)
     data = training.moving_mnist_training_data(model, args.num_videos, seed=args.seed)
     print(f"[{args.name}] {model.backbone.describe()}", flush=True)
@@ -78,8 +78,7 @@ def main(argv=None):
             name=args.name, backend=keras.backend.backend(), minutes=args.minutes, steps=result["steps"],
             steps_per_second=round(result["steps_per_second"], 3), batch_size=args.batch_size,
             learning_rate=args.learning_rate, schedule=args.schedule, warmup=args.warmup, ema=args.ema,
-            condition_dropout=args.condition_dropout, backbone=json.loads(args.backbone),
-            process=json.loads(args.process), seed=args.seed, parameters=int(model.backbone.count_params()),
+            condition_dropout=args.condition_dropout, backbone=backbone, process=process, seed=args.seed, parameters=int(model.backbone.count_params()),
             final_loss=round(float(np.mean(result["losses"][-100:])), 4), guidance_scale=scale,
             videos=scores["num_videos"], accuracy=round(accuracy["overall"], 4), digit=round(accuracy["digit"], 4),
             motion=round(accuracy["motion"], 4), frechet=round(scores["frechet_distance"], 1),

@@ -20,23 +20,25 @@ import time
 import numpy as np
 
 from keras_vdiff.diffusion.samplers import SAMPLERS as SAMPLER_CLASSES
+from keras_vdiff.training.loop import LEARNING_RATE_SCHEDULES
 from keras_vdiff.validation import check_int
 
 SAMPLERS = tuple(SAMPLER_CLASSES)  # the --sampler choices: the library's registry, in its order
 
 
-def _positive_int(text):
+def _int_at_least(text, minimum):
     try:  # the library's own check, so the CLI and the Python API reject the same values
-        return check_int(int(text), "value")
+        return check_int(int(text), "value", minimum=minimum)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_int(text):
+    return _int_at_least(text, 1)
 
 
 def _non_negative_int(text):
-    try:
-        return check_int(int(text), "value", minimum=0)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    return _int_at_least(text, 0)
 
 
 def _positive_float(text):
@@ -123,7 +125,7 @@ def build_parser():
                        help="wall-clock budget in minutes (training stops at steps or budget, whichever first)")
     train.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default: 32)")
     train.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="AdamW learning rate")
-    train.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+    train.add_argument("--lr-schedule", choices=LEARNING_RATE_SCHEDULES, default="constant",
                        help="constant, or cosine: the learning rate decays to zero over the budget (--steps or "
                             "--max-minutes, whichever ends first)")
     train.add_argument("--warmup-steps", type=_non_negative_int, default=0,

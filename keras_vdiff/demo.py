@@ -26,6 +26,7 @@ import time
 
 
 def main(argv=None):
+    from keras_vdiff.training.loop import LEARNING_RATE_SCHEDULES
     from keras_vdiff.training.moving_mnist import DEMO_TRAINING
 
     parser = argparse.ArgumentParser(description="Train a tiny text-to-video model on MovingMNIST and sample it.")
@@ -36,7 +37,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=recipe["batch_size"])
     parser.add_argument("--learning-rate", type=float, default=recipe["learning_rate"], help="AdamW, after warm-up")
     parser.add_argument("--warmup-steps", type=int, default=recipe["warmup_steps"])
-    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default=recipe["learning_rate_schedule"])
+    parser.add_argument("--lr-schedule", choices=LEARNING_RATE_SCHEDULES,
+                        default=recipe["learning_rate_schedule"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-preset", action="store_true", help="do not sample the shipped trained preset")
     args = parser.parse_args(argv)

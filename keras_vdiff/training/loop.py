@@ -150,18 +150,17 @@ class BudgetLearningRate(keras.callbacks.Callback):
     The optimizer must have been built with a float learning rate (a variable).
     On JAX, ``fit`` keeps the training state outside the variables during an
     epoch; the callback syncs it before assigning, so the new rate reaches the
-    next step. It skips steps whose rate is unchanged, and ``every`` spaces the
-    updates out (1: before every step).
+    next step. Steps whose rate is unchanged (a constant rate after its warm-up)
+    are left alone, so they cost no sync.
 
     Args:
         budget: the run's :class:`TrainingBudget` (its ``steps`` and ``elapsed``).
         peak: the learning rate after warm-up.
         warmup_steps: linear warm-up from ``peak / warmup_steps``.
         final_fraction: the rate at the end of the budget, as a fraction of ``peak``.
-        every: set the rate every ``every`` steps.
     """
 
-    def __init__(self, budget, peak, warmup_steps=0, final_fraction=0.0, every=1):
+    def __init__(self, budget, peak, warmup_steps=0, final_fraction=0.0):
         super().__init__()
         if budget.max_steps is None and budget.max_seconds is None:
             raise ValueError("BudgetLearningRate needs a budget with `max_steps` or `max_seconds` to decay over.")
@@ -173,8 +172,7 @@ class BudgetLearningRate(keras.callbacks.Callback):
         self.peak = float(peak)
         self.warmup_steps = int(warmup_steps)
         self.final_fraction = float(final_fraction)
-        self.every = max(1, int(every))
-        self.rates = []
+        self.rates = []  # (step, rate) each time the rate was set
 
     def progress(self):
         """The fraction of the budget used: of its steps or of its seconds, whichever is further along."""
@@ -187,11 +185,9 @@ class BudgetLearningRate(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         step = self.budget.steps
-        if self.rates and step % self.every:
-            return
         rate = warmup_cosine(self.peak, step, self.progress(), self.warmup_steps, self.final_fraction)
         if self.rates and rate == self.rates[-1][1]:
-            return  # unchanged (a constant rate after its warm-up): no sync needed
+            return
         if keras.backend.backend() == "jax":
             self.model.jax_state_sync()  # the optimizer variables hold the latest state; the next step reads them
         self.model.optimizer.learning_rate = rate

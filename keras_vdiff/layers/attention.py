@@ -15,6 +15,7 @@ NaN from an empty softmax.
 import keras
 from keras import ops
 
+from keras_vdiff.layers.core import Dense, LayerNormalization, LeanTorchCall, RMSNormalization
 from keras_vdiff.layers.embeddings import apply_rope
 
 
@@ -31,7 +32,7 @@ def _broadcast_mask(mask, num_queries):
 
 
 def _rms_norm(name, dtype_policy):
-    return keras.layers.RMSNormalization(axis=-1, epsilon=1e-6, name=name, dtype=dtype_policy)
+    return RMSNormalization(axis=-1, epsilon=1e-6, name=name, dtype=dtype_policy)
 
 
 # `qk_norm` values: off, RMS norm (True is its old spelling), or LayerNorm with scale and offset (CogVideoX), per
@@ -43,12 +44,12 @@ ACROSS_HEADS = "rms_norm_across_heads"
 def _qk_norm(kind, name, dtype_policy):
     """The per-head query / key norm of ``qk_norm=kind`` (eps 1e-6 both; diffusers' CogVideoX uses the LayerNorm)."""
     if kind == "layer_norm":
-        return keras.layers.LayerNormalization(axis=-1, epsilon=1e-6, name=name, dtype=dtype_policy)
+        return LayerNormalization(axis=-1, epsilon=1e-6, name=name, dtype=dtype_policy)
     return _rms_norm(name, dtype_policy)
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
-class Attention(keras.layers.Layer):
+class Attention(LeanTorchCall, keras.layers.Layer):
     """Multi-head self- or cross-attention on ``ops.dot_product_attention``.
 
     ``call(x)`` is self-attention; ``call(x, context)`` cross-attention from the
@@ -108,9 +109,9 @@ class Attention(keras.layers.Layer):
         self.dropout = dropout
         inner = num_heads * head_dim
         dense = dict(use_bias=use_bias, dtype=self.dtype_policy)
-        self.query = keras.layers.Dense(inner, name="query", **dense)
-        self.key = keras.layers.Dense(inner, name="key", **dense)
-        self.value = keras.layers.Dense(inner, name="value", **dense)
+        self.query = Dense(inner, name="query", **dense)
+        self.key = Dense(inner, name="key", **dense)
+        self.value = Dense(inner, name="value", **dense)
         self.output_projection = None  # built once the query width is known
         if qk_norm:
             self.query_norm = _qk_norm(qk_norm, "query_norm", self.dtype_policy)
@@ -129,7 +130,7 @@ class Attention(keras.layers.Layer):
         self.key.build(context_shape)
         self.value.build(context_shape)
         out_dim = self.output_dim or x_shape[-1]
-        self.output_projection = keras.layers.Dense(
+        self.output_projection = Dense(
             out_dim,
             kernel_initializer="zeros" if self.zero_init_output else "glorot_uniform",
             name="output_projection",
@@ -176,7 +177,11 @@ class Attention(keras.layers.Layer):
         out = self.output_projection(out)
         if has_key is not None:
             out = out * ops.cast(has_key, out.dtype)
-        return self.dropout_layer(out, training=training)
+        return self.dropped(out, training)
+
+    def dropped(self, out, training):
+        """Attention-output dropout; no layer call at all when the rate is zero (the eager cost of a no-op)."""
+        return self.dropout_layer(out, training=training) if self.dropout else out
 
     def compute_output_shape(self, x_shape, context_shape=None, mask_shape=None, rope_shape=None, bias_shape=None):
         return tuple(x_shape[:-1]) + (self.output_dim or x_shape[-1],)

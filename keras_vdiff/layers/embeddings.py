@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vdiff.layers.core import Dense
 from keras_vdiff.validation import check_int
 
 
@@ -226,8 +227,8 @@ class TimestepEmbedding(keras.layers.Layer):
         self.max_period = max_period
         self.time_scale = time_scale
         self.frequency_shift = frequency_shift
-        self.dense_1 = keras.layers.Dense(hidden_dim, name="dense_1", dtype=self.dtype_policy)
-        self.dense_2 = keras.layers.Dense(hidden_dim, name="dense_2", dtype=self.dtype_policy)
+        self.dense_1 = Dense(hidden_dim, name="dense_1", dtype=self.dtype_policy)
+        self.dense_2 = Dense(hidden_dim, name="dense_2", dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.dense_1.build((None, self.frequency_dim))
@@ -357,8 +358,8 @@ class PooledTextEmbedding(keras.layers.Layer):
         super().__init__(**kwargs)
         check_int(hidden_dim, "hidden_dim")
         self.hidden_dim = hidden_dim
-        self.dense_1 = keras.layers.Dense(hidden_dim, name="dense_1", dtype=self.dtype_policy)
-        self.dense_2 = keras.layers.Dense(hidden_dim, name="dense_2", dtype=self.dtype_policy)
+        self.dense_1 = Dense(hidden_dim, name="dense_1", dtype=self.dtype_policy)
+        self.dense_2 = Dense(hidden_dim, name="dense_2", dtype=self.dtype_policy)
 
     def build(self, pooled_text_shape, text_mask_shape=None):
         self.dense_1.build(pooled_text_shape)

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_vdiff.layers.core import Dense, LeanTorchCall
 from keras_vdiff.layers.normalization import layer_norm
 from keras_vdiff.layers.patching import Unpatchify
 
@@ -28,7 +29,7 @@ def expand_to(vector, x):
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
-class AdaLNModulation(keras.layers.Layer):
+class AdaLNModulation(LeanTorchCall, keras.layers.Layer):
     """Condition vector to ``n`` modulation vectors: ``SiLU -> Dense(n * D)``, split.
 
     With ``zero_init=True`` (adaLN-Zero, DiT) the Dense starts at zero, so every
@@ -58,7 +59,7 @@ class AdaLNModulation(keras.layers.Layer):
         self.num_modulations = num_modulations
         self.zero_init = zero_init
         init = "zeros" if zero_init else "glorot_uniform"
-        self.projection = keras.layers.Dense(
+        self.projection = Dense(
             num_modulations * hidden_dim,
             kernel_initializer=init,
             bias_initializer="zeros",
@@ -88,7 +89,7 @@ class AdaLNModulation(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
-class TableModulation(keras.layers.Layer):
+class TableModulation(LeanTorchCall, keras.layers.Layer):
     """adaLN-single (PixArt-alpha, Chen et al. 2023; Latte-1): a learned table plus a shared condition.
 
     Where adaLN-Zero gives every block its own ``SiLU -> Dense(n * D)`` of the
@@ -201,7 +202,7 @@ class FinalLayer(keras.layers.Layer):
         self.modulation_kind = modulation
         self.norm_affine = norm_affine
         self.norm = layer_norm("norm", affine=norm_affine, epsilon=epsilon)
-        self.projection = keras.layers.Dense(
+        self.projection = Dense(
             output_dim, kernel_initializer="zeros", name="projection", dtype=self.dtype_policy
         )
 

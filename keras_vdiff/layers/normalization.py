@@ -14,9 +14,11 @@ Example:
 import keras
 from keras import ops
 
+from keras_vdiff.layers.core import LayerNormalization
+
 
 def layer_norm(name, affine=False, center=None, epsilon=1e-6, dtype="float32"):
-    """A ``keras.layers.LayerNormalization`` over the last axis.
+    """A LayerNormalization (``keras_vdiff.layers.core``, Keras' own with a lean PyTorch call) over the last axis.
 
     Args:
         name: layer name (it is part of the weight paths: keep it stable).
@@ -26,7 +28,7 @@ def layer_norm(name, affine=False, center=None, epsilon=1e-6, dtype="float32"):
         dtype: the layer's dtype policy (``"float32"``: normalise in full precision).
     """
     center = affine if center is None else (affine and center)
-    return keras.layers.LayerNormalization(epsilon=epsilon, center=center, scale=affine, name=name, dtype=dtype)
+    return LayerNormalization(epsilon=epsilon, center=center, scale=affine, name=name, dtype=dtype)
 
 
 def normed(norm, x):

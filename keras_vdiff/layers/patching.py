@@ -13,6 +13,7 @@ rearrangement back: tokens whose width is ``pt*p*p*C_out`` become a video.
 import keras
 from keras import ops
 
+from keras_vdiff.layers.core import Dense
 from keras_vdiff.validation import check_int
 
 
@@ -116,7 +117,7 @@ class PatchEmbedding(keras.layers.Layer):
         self.hidden_dim = hidden_dim
         self.tubelet_size = tubelet_size
         self.use_bias = use_bias
-        self.projection = keras.layers.Dense(
+        self.projection = Dense(
             hidden_dim,
             use_bias=use_bias,
             kernel_initializer="glorot_uniform",

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_vdiff.layers.attention import Attention
+from keras_vdiff.layers.core import Dense, LeanTorchCall
 from keras_vdiff.layers.gradient_boundary import gradient_boundary
 from keras_vdiff.layers.modulation import block_modulation, expand_to, modulate
 from keras_vdiff.layers.normalization import layer_norm, normed
@@ -66,7 +67,7 @@ MLP_ACTIVATIONS = ("gelu_tanh", "gelu", "geglu")
 
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
-class MLP(keras.layers.Layer):
+class MLP(LeanTorchCall, keras.layers.Layer):
     """Transformer feed-forward: ``Dense(ratio*D) -> GELU(tanh) -> Dense(D)`` (ViT / DiT).
 
     Args:
@@ -99,8 +100,8 @@ class MLP(keras.layers.Layer):
         self.inner_dim = inner_dim
         self.inner_width = int(inner_dim) if inner_dim else int(hidden_dim * mlp_ratio)
         gated = 2 if activation == "geglu" else 1
-        self.fc1 = keras.layers.Dense(gated * self.inner_width, name="fc1", dtype=self.dtype_policy)
-        self.fc2 = keras.layers.Dense(
+        self.fc1 = Dense(gated * self.inner_width, name="fc1", dtype=self.dtype_policy)
+        self.fc2 = Dense(
             output_dim or hidden_dim,
             kernel_initializer="zeros" if zero_init_output else "glorot_uniform",
             name="fc2",

@@ -28,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from keras_vdiff.layers.conditioning import backbone_inputs
+from keras_vdiff.layers.core import Dense
 from keras_vdiff.layers.embeddings import TimestepEmbedding, rope_frequencies, sincos_embedding_3d
 from keras_vdiff.layers.modulation import FinalLayer
 from keras_vdiff.layers.normalization import layer_norm, normed
@@ -169,7 +170,7 @@ class CogVideoX(VideoBackbone):
         # === Layers ===
         self.patch_embedding = PatchEmbedding(patch_size, hidden_dim, tubelet_size=tubelet_size, use_bias=patch_bias,
                                               name="patch_embedding", dtype=dtype)
-        self.text_projection = keras.layers.Dense(hidden_dim, name="text_projection", dtype=dtype)
+        self.text_projection = Dense(hidden_dim, name="text_projection", dtype=dtype)
         self.time_embedding = TimestepEmbedding(time_embed_dim, frequency_dim=hidden_dim,
                                                 frequency_shift=timestep_frequency_shift, name="time_embedding",
                                                 dtype=dtype)

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vdiff.layers.core import Dense
 from keras_vdiff.layers.embeddings import rope_frequencies, sincos_embedding_3d
 from keras_vdiff.layers.conditioning import ConditionEmbedding, check_conditioning
 from keras_vdiff.layers.modulation import output_head
@@ -128,7 +129,7 @@ class VideoDiT(VideoBackbone):
             hidden_dim, conditioning, num_classes, class_dropout_prob, name="condition_embedding", dtype=dtype
         )
         if joint:
-            self.text_projection = keras.layers.Dense(hidden_dim, name="text_projection", dtype=dtype)
+            self.text_projection = Dense(hidden_dim, name="text_projection", dtype=dtype)
             self.blocks = [
                 MMDiTBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm,
                            context_output=i < num_layers - 1, name=f"block_{i}", dtype=dtype)

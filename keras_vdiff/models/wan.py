@@ -30,6 +30,7 @@ from keras import ops
 
 from keras_vdiff.layers.attention import ACROSS_HEADS, Attention
 from keras_vdiff.layers.conditioning import backbone_inputs
+from keras_vdiff.layers.core import Dense, RMSNormalization
 from keras_vdiff.layers.embeddings import TimestepEmbedding, rope_frequencies
 from keras_vdiff.layers.modulation import AdaLNModulation, FinalLayer
 from keras_vdiff.layers.normalization import layer_norm, normed
@@ -83,9 +84,9 @@ class WanCrossAttention(Attention):
         self.image_length = image_length
         if image_length:
             inner = num_heads * head_dim
-            self.image_key = keras.layers.Dense(inner, name="image_key", dtype=self.dtype_policy)
-            self.image_value = keras.layers.Dense(inner, name="image_value", dtype=self.dtype_policy)
-            self.image_key_norm = keras.layers.RMSNormalization(epsilon=1e-6, name="image_key_norm",
+            self.image_key = Dense(inner, name="image_key", dtype=self.dtype_policy)
+            self.image_value = Dense(inner, name="image_value", dtype=self.dtype_policy)
+            self.image_key_norm = RMSNormalization(epsilon=1e-6, name="image_key_norm",
                                                                 dtype=self.dtype_policy)
 
     def build(self, x_shape, context_shape=None, *args):
@@ -104,7 +105,7 @@ class WanCrossAttention(Attention):
         out = (ops.dot_product_attention(q, k, v, mask=mask)
                + ops.dot_product_attention(q, image_key, self._heads(self.image_value(image))))
         out = ops.reshape(out, (ops.shape(x)[0], ops.shape(x)[1], self.num_heads * self.head_dim))
-        return self.dropout_layer(self.output_projection(out), training=training)
+        return self.dropped(self.output_projection(out), training)
 
     def get_config(self):
         config = super().get_config()

@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_vdiff.layers.attention import Attention
 from keras_vdiff.layers.conditioning import ConditionEmbedding
+from keras_vdiff.layers.core import Dense
 from keras_vdiff.layers.normalization import layer_norm, normed
 from keras_vdiff.layers.transformer import MLP
 from keras_vdiff.models.latent_tokens.read_write_block import PreNormResidual
@@ -60,7 +61,7 @@ class TextRegisterEncoder(keras.layers.Layer):
         self.num_layers = num_layers
         self.mlp_ratio = mlp_ratio
         policy = self.dtype_policy
-        self.input_projection = keras.layers.Dense(hidden_dim, name="input_projection", dtype=policy)
+        self.input_projection = Dense(hidden_dim, name="input_projection", dtype=policy)
         head_dim = hidden_dim // num_heads
         self.attentions = [
             PreNormResidual(Attention(num_heads, head_dim, name=f"attention_{i}", dtype=policy),

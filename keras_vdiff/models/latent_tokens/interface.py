@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vdiff.layers.core import Dense
 from keras_vdiff.models.latent_tokens.grouping import checked_grid_size
 from keras_vdiff.validation import check_int
 
@@ -66,7 +67,7 @@ class InterfaceConv(keras.layers.Layer):
         self.depthwise_bias = self.add_weight(name="depthwise_bias", shape=(dim,), initializer="zeros")
         self.norm = keras.layers.GroupNormalization(groups, epsilon=1e-6, dtype="float32", name="norm")
         self.norm.build((None, None, None, None, dim))
-        self.pointwise = keras.layers.Dense(dim, kernel_initializer="zeros", name="pointwise", dtype=self.dtype_policy)
+        self.pointwise = Dense(dim, kernel_initializer="zeros", name="pointwise", dtype=self.dtype_policy)
         self.pointwise.build((None, dim))
         self.built = True
 

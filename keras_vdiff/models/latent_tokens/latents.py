@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_vdiff.layers.core import Dense
 from keras_vdiff.layers.normalization import layer_norm, normed
 from keras_vdiff.validation import check_int
 
@@ -86,7 +87,7 @@ class LatentSelfConditioning(keras.layers.Layer):
         check_int(latent_dim, "latent_dim")
         self.latent_dim = latent_dim
         self.epsilon = epsilon
-        self.projection = keras.layers.Dense(latent_dim, use_bias=False, name="projection", dtype=self.dtype_policy)
+        self.projection = Dense(latent_dim, use_bias=False, name="projection", dtype=self.dtype_policy)
         self.norm = layer_norm("norm", affine=True, center=False, epsilon=epsilon)
 
     def build(self, latents_shape, previous_latents_shape=None):

@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_vdiff.layers.attention import Attention
 from keras_vdiff.layers.convolution import TemporalMix, from_temporal_sequences, temporal_sequences
+from keras_vdiff.layers.core import Dense, LayerNormalization
 from keras_vdiff.models.unet.blocks import group_norm
 from keras_vdiff.validation import check_int
 
@@ -65,7 +66,7 @@ class SpatialAttention(keras.layers.Layer):
         self.attention.build((None, None, channels))
         self.cross_norm = self.cross_attention = None
         if self.context_dim is not None:
-            self.cross_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="cross_norm", dtype=self.dtype_policy)
+            self.cross_norm = LayerNormalization(epsilon=1e-5, name="cross_norm", dtype=self.dtype_policy)
             self.cross_norm.build((None, None, channels))
             self.cross_attention = Attention(
                 self.num_heads, head_dim, zero_init_output=True, name="cross_attention", dtype=self.dtype_policy
@@ -178,11 +179,11 @@ class TemporalAttention(keras.layers.Layer):
             raise ValueError(f"{channels} channels cannot be split into `num_heads`={self.num_heads} heads.")
         inner = self.num_heads * self.inner_head_dim
         dtype = self.dtype_policy
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm", dtype=dtype)
+        self.norm = LayerNormalization(epsilon=1e-5, name="norm", dtype=dtype)
         self.norm.build((None, None, channels))
-        self.qkv = keras.layers.Dense(3 * inner, use_bias=False, name="qkv", dtype=dtype)
+        self.qkv = Dense(3 * inner, use_bias=False, name="qkv", dtype=dtype)
         self.qkv.build((None, None, channels))
-        self.output_projection = keras.layers.Dense(
+        self.output_projection = Dense(
             channels, kernel_initializer="zeros", name="output_projection", dtype=dtype
         )
         self.output_projection.build((None, None, inner))

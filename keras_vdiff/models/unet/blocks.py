@@ -33,6 +33,7 @@ from keras_vdiff.layers.convolution import (
     from_temporal_sequences,
     temporal_sequences,
 )
+from keras_vdiff.layers.core import Dense
 from keras_vdiff.validation import check_int
 
 CONV_TYPES = ("spatial", "pseudo3d")
@@ -128,7 +129,7 @@ class ResBlock(keras.layers.Layer):
         self.conv_1 = _frame_conv(filters, 3, conv_type, temporal_kernel_size, "conv_1", dtype)
         self.conv_2 = _frame_conv(filters, 3, conv_type, temporal_kernel_size, "conv_2", dtype, zero=True)
         projection_width = 2 * filters if embedding_mode == "scale_shift" else filters
-        self.embedding_projection = keras.layers.Dense(projection_width, name="embedding_projection", dtype=dtype)
+        self.embedding_projection = Dense(projection_width, name="embedding_projection", dtype=dtype)
         self.dropout_layer = keras.layers.Dropout(dropout, dtype=dtype)
         self.norm_1 = None
         self.skip = None

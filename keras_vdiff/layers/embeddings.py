@@ -188,9 +188,10 @@ def timestep_sinusoids(timesteps, dim, max_period=10000.0, frequency_shift=0):
     half = dim // 2
     if not 0 <= frequency_shift < half:
         raise ValueError(f"`frequency_shift` must lie in [0, {half}), got {frequency_shift!r}.")
-    exponents = np.arange(half, dtype=np.float64) / (half - frequency_shift)
-    freqs = np.exp(-math.log(max_period) * exponents).astype("float32")
-    args = ops.cast(ops.reshape(timesteps, (-1, 1)), "float32") * ops.convert_to_tensor(freqs)[None, :]
+    # float32 in the references' order of arithmetic (DiT, diffusers), built with ops: no NumPy table to convert
+    # on every call (a graph break under torch.compile).
+    freqs = ops.exp(-math.log(max_period) * ops.arange(half, dtype="float32") / (half - frequency_shift))
+    args = ops.cast(ops.reshape(timesteps, (-1, 1)), "float32") * freqs[None, :]
     return ops.concatenate([ops.cos(args), ops.sin(args)], axis=-1)
 
 

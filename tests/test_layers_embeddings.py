@@ -59,6 +59,20 @@ def test_timestep_sinusoids_match_dit_formula():
     np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("frequency_shift", [0, 1])
+def test_timestep_sinusoids_match_diffusers(frequency_shift):
+    # diffusers' float32 features, as its Latte / DiT / Wan timestep embedders compute them ([cos, sin] order).
+    torch = pytest.importorskip("torch")
+    embeddings = pytest.importorskip("diffusers.models.embeddings")
+    t = np.array([0.0, 1.0, 17.5, 250.0, 999.0], "float32")
+    ref = embeddings.get_timestep_embedding(torch.from_numpy(t), 32, flip_sin_to_cos=True,
+                                            downscale_freq_shift=frequency_shift).numpy()
+    got = to_numpy(timestep_sinusoids(t, 32, frequency_shift=frequency_shift))
+    assert got.dtype == np.float32
+    # float32 arguments reach ~1e3: one ulp of the argument is ~6e-5, so the tolerance is a few ulps of it.
+    np.testing.assert_allclose(got, ref, atol=2e-4, rtol=0)
+
+
 def test_timestep_embedding_discrete_and_continuous_agree_with_time_scale():
     discrete = TimestepEmbedding(32)
     continuous = TimestepEmbedding(32, time_scale=1000.0)

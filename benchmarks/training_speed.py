@@ -58,8 +58,12 @@ def batch_arrays(batch, seed=0):
     )
 
 
-def time_keras(folder, batch, steps, warmup, learning_rate):
-    """keras_vdiff ``fit`` on the converted folder: (first ``warmup`` steps' seconds, steps/s after them)."""
+def time_keras(folder, batch, steps, warmup, learning_rate, jit_compile="auto"):
+    """keras_vdiff ``fit`` on the converted folder: (first ``warmup`` steps' seconds, steps/s, params, jit_compile).
+
+    ``jit_compile`` goes to ``model.compile`` (``"auto"``: Keras' choice); the value the model resolved it to is
+    returned, so a row says whether the step ran through XLA.
+    """
     import keras
 
     from keras_vdiff import convert
@@ -68,7 +72,7 @@ def time_keras(folder, batch, steps, warmup, learning_rate):
 
     backbone = convert.from_diffusers(folder)
     model = VideoDiffusion(backbone, GaussianDiffusion("linear", learn_sigma=True), seed=0)
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate))
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate), jit_compile=jit_compile)
     data = batch_arrays(batch)
 
     def run(num_steps):
@@ -80,7 +84,7 @@ def time_keras(folder, batch, steps, warmup, learning_rate):
 
     first = run(warmup)  # builds and compiles the train step (kept for the next fit)
     seconds = run(steps)
-    return first, steps / seconds, int(backbone.count_params())
+    return first, steps / seconds, int(backbone.count_params()), bool(model.jit_compile)
 
 
 def reference_loop(folder, batch, steps, warmup, learning_rate, compile, threads):
@@ -131,6 +135,9 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation)")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
+                        help="model.compile's jit_compile for our fit (auto: Keras' choice, no XLA on a CPU-only "
+                             "TensorFlow)")
     parser.add_argument("--reference-compile", action="store_true", help="also time the loop under torch.compile")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="1 warm-up + 1 timed step of everything")
@@ -159,9 +166,11 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         reference_params = save_reference_model(args.config, folder)
-        first, rate, params = time_keras(folder, args.batch, args.steps, args.warmup, args.learning_rate)
+        jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+        first, rate, params, jit = time_keras(folder, args.batch, args.steps, args.warmup, args.learning_rate,
+                                              jit_compile)
         ours = dict(impl="keras_vdiff fit", backend=backend, params=params, steps_per_second=round(rate, 3),
-                    warmup_seconds=round(first, 3), **common)
+                    warmup_seconds=round(first, 3), jit_compile=jit, **common)
         rows.append(ours)
         print(json.dumps(ours), flush=True)
         if not args.skip_reference:

@@ -91,6 +91,23 @@ def test_boundary_is_the_identity_in_the_forward_pass():
         assert gradient_boundary(symbolic) is symbolic
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the boundary's own backward exists on JAX only")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_boundary_backward_returns_the_cotangent_bit_for_bit(dtype):
+    import jax
+    import jax.numpy as jnp
+
+    # Signed zero, infinities, NaN and a subnormal-sized value: a float reduction (g + 0) would turn -0 into +0.
+    cotangent = jnp.asarray(np.array([[1.5, -0.0, np.inf], [-np.inf, np.nan, 3e-8]], "float32")).astype(dtype)
+    with gradient_boundaries("on"):
+        _, pullback = jax.vjp(gradient_boundary, jnp.ones_like(cotangent))
+        (result,) = jax.jit(pullback)(cotangent)
+    assert result.dtype == cotangent.dtype
+    bits = f"uint{8 * cotangent.dtype.itemsize}"
+    np.testing.assert_array_equal(np.asarray(jax.lax.bitcast_convert_type(result, bits)),
+                                  np.asarray(jax.lax.bitcast_convert_type(cotangent, bits)))
+
+
 def test_modes_are_validated(monkeypatch):
     with pytest.raises(ValueError, match="`mode` must be one of .*'sometimes'"):
         set_gradient_boundaries("sometimes")

@@ -14,8 +14,8 @@ lines and 4.0 GB accessed against 14.5k and 2.45 GB with the boundary; see
 does not help, XLA:CPU removes it before fusion, and neither does remat.
 
 :func:`gradient_boundary` is the identity in the forward pass. On JAX its
-backward passes the cotangent through a reduction, ``sum(stack([g, 0]))``, which
-is exactly ``g`` (``g + 0``) but is not cheap to duplicate, so XLA materialises
+backward passes the cotangent through a reduction: its bit pattern OR-ed with
+zeros over a stacked axis, exactly ``g`` but not duplicated, so XLA materialises
 the cotangent once per block and the backward grows linearly with depth. Other
 backends get the input back untouched: TensorFlow's and PyTorch's gradients do
 not have the problem.
@@ -100,6 +100,7 @@ def gradient_boundaries_enabled():
 def _build_jax_boundary():
     import jax
     import jax.numpy as jnp
+    from jax import lax
 
     @jax.custom_vjp
     def boundary(x):
@@ -109,8 +110,14 @@ def _build_jax_boundary():
         return x, None
 
     def backward(_, cotangent):
-        # Exactly the cotangent (g + 0), through a reduction XLA does not duplicate into its consumers.
-        return (jnp.sum(jnp.stack([cotangent, jnp.zeros_like(cotangent)]), axis=0),)
+        # Exactly the cotangent, bit for bit, through a reduction XLA does not duplicate into its consumers:
+        # the bit pattern OR-ed with zeros over a stacked axis of two. A float sum, sum(stack([g, 0])), blocks
+        # the duplication as well, but XLA:CPU hands it to YNNPACK, whose reduction over the outer axis is
+        # ~15x slower (4.7 against 0.3 ms for a 4 x 512 x 256 cotangent, RESULTS "JAX gradient and depth").
+        bits = lax.bitcast_convert_type(cotangent, jnp.dtype(f"uint{8 * cotangent.dtype.itemsize}"))
+        stacked = jnp.stack([bits, jnp.zeros_like(bits)])
+        merged = lax.reduce(stacked, jnp.zeros((), bits.dtype), lax.bitwise_or, (0,))
+        return (lax.bitcast_convert_type(merged, cotangent.dtype),)
 
     boundary.defvjp(forward, backward)
     return boundary

@@ -21,7 +21,9 @@ latents and text. The loss differs by the learned-variance term keras_vdiff
 adds (Nichol & Dhariwal's ``L_vlb`` with weight 1e-3, elementwise on the
 latents: well under 1% of a step's FLOPs). Steps/s is measured over
 ``--steps`` steps after ``--warmup`` steps (which include compilation; its
-time is reported apart), and the ratios to the PyTorch loop are printed.
+time is reported apart), up to the end of ``fit``'s epoch (the time ``fit``
+then takes to return is ``fit_teardown_seconds``), and the ratios to the
+PyTorch loop are printed.
 
     KERAS_BACKEND=jax python benchmarks/training_speed.py --config tiny
     KERAS_BACKEND=tensorflow python benchmarks/training_speed.py --config medium --reference-compile
@@ -59,10 +61,14 @@ def batch_arrays(batch, seed=0):
 
 
 def time_keras(folder, batch, steps, warmup, learning_rate, jit_compile="auto"):
-    """keras_vdiff ``fit`` on the converted folder: (first ``warmup`` steps' seconds, steps/s, params, jit_compile).
+    """keras_vdiff ``fit`` on the converted folder: (warm-up seconds, steps/s, params, jit_compile, teardown seconds).
 
     ``jit_compile`` goes to ``model.compile`` (``"auto"``: Keras' choice); the value the model resolved it to is
-    returned, so a row says whether the step ran through XLA.
+    returned, so a row says whether the step ran through XLA. Steps/s is measured from the call of ``fit`` to
+    the end of its epoch (when the epoch's logs exist, so every step has finished). The time ``fit`` then takes
+    to return is reported apart: on TensorFlow, deleting the tf.data iterator sometimes waits for the autotune
+    thread's next wake-up, up to its period (RESULTS, "TensorFlow fit on a CPU"). That happens once per
+    ``fit`` call, not per step, and would halve the rate of a short timed call.
     """
     import keras
 
@@ -75,16 +81,22 @@ def time_keras(folder, batch, steps, warmup, learning_rate, jit_compile="auto"):
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate), jit_compile=jit_compile)
     data = batch_arrays(batch)
 
-    def run(num_steps):
-        repeated = {key: value.repeat(num_steps, axis=0) for key, value in data.items()}
-        start = time.perf_counter()
-        history = model.fit(repeated, batch_size=batch, epochs=1, shuffle=False, verbose=0)
-        float(history.history["loss"][-1])  # the last step has finished
-        return time.perf_counter() - start
+    class EpochEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.time = time.perf_counter()
 
-    first = run(warmup)  # builds and compiles the train step (kept for the next fit)
-    seconds = run(steps)
-    return first, steps / seconds, int(backbone.count_params()), bool(model.jit_compile)
+    def run(num_steps):
+        """(seconds to the end of the epoch, seconds from there until ``fit`` returned)."""
+        repeated = {key: value.repeat(num_steps, axis=0) for key, value in data.items()}
+        stamp = EpochEnd()
+        start = time.perf_counter()
+        history = model.fit(repeated, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[stamp])
+        float(history.history["loss"][-1])  # the last step has finished
+        return stamp.time - start, time.perf_counter() - stamp.time
+
+    first, _ = run(warmup)  # builds and compiles the train step (kept for the next fit)
+    seconds, teardown = run(steps)
+    return first, steps / seconds, int(backbone.count_params()), bool(model.jit_compile), teardown
 
 
 def reference_loop(folder, batch, steps, warmup, learning_rate, compile, threads):
@@ -167,10 +179,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         reference_params = save_reference_model(args.config, folder)
         jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
-        first, rate, params, jit = time_keras(folder, args.batch, args.steps, args.warmup, args.learning_rate,
-                                              jit_compile)
+        first, rate, params, jit, teardown = time_keras(folder, args.batch, args.steps, args.warmup,
+                                                        args.learning_rate, jit_compile)
         ours = dict(impl="keras_vdiff fit", backend=backend, params=params, steps_per_second=round(rate, 3),
-                    warmup_seconds=round(first, 3), jit_compile=jit, **common)
+                    warmup_seconds=round(first, 3), fit_teardown_seconds=round(teardown, 3), jit_compile=jit,
+                    **common)
         rows.append(ours)
         print(json.dumps(ours), flush=True)
         if not args.skip_reference:

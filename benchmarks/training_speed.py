@@ -67,7 +67,7 @@ def time_keras(folder, batch, steps, warmup, learning_rate, jit_compile="auto"):
     returned, so a row says whether the step ran through XLA. Steps/s is measured from the call of ``fit`` to
     the end of its epoch (when the epoch's logs exist, so every step has finished). The time ``fit`` then takes
     to return is reported apart: on TensorFlow, deleting the tf.data iterator sometimes waits for the autotune
-    thread's next wake-up, up to its period (RESULTS, "TensorFlow fit on a CPU"). That happens once per
+    thread's next wake-up (RESULTS, "TensorFlow: fit waits in its teardown"). That happens once per
     ``fit`` call, not per step, and would halve the rate of a short timed call.
     """
     import keras

@@ -44,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from latte_reference import CHANNELS, FRAMES, SIZE, TEXT_DIM, TEXT_TOKENS, save_reference_model  # noqa: E402
+from fit_timing import timed_fit  # noqa: E402
 from results_log import append_rows  # noqa: E402
 
 
@@ -65,10 +66,7 @@ def time_keras(folder, batch, steps, warmup, learning_rate, jit_compile="auto"):
 
     ``jit_compile`` goes to ``model.compile`` (``"auto"``: Keras' choice); the value the model resolved it to is
     returned, so a row says whether the step ran through XLA. Steps/s is measured from the call of ``fit`` to
-    the end of its epoch (when the epoch's logs exist, so every step has finished). The time ``fit`` then takes
-    to return is reported apart: on TensorFlow, deleting the tf.data iterator sometimes waits for the autotune
-    thread's next wake-up (RESULTS, "TensorFlow: fit waits in its teardown"). That happens once per
-    ``fit`` call, not per step, and would halve the rate of a short timed call.
+    the end of its epoch, and the time ``fit`` then takes to return is reported apart (``fit_timing.py``).
     """
     import keras
 
@@ -81,18 +79,12 @@ def time_keras(folder, batch, steps, warmup, learning_rate, jit_compile="auto"):
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate), jit_compile=jit_compile)
     data = batch_arrays(batch)
 
-    class EpochEnd(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            self.time = time.perf_counter()
-
     def run(num_steps):
         """(seconds to the end of the epoch, seconds from there until ``fit`` returned)."""
         repeated = {key: value.repeat(num_steps, axis=0) for key, value in data.items()}
-        stamp = EpochEnd()
-        start = time.perf_counter()
-        history = model.fit(repeated, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[stamp])
+        history, seconds, teardown = timed_fit(model, repeated, batch_size=batch, shuffle=False, verbose=0)
         float(history.history["loss"][-1])  # the last step has finished
-        return stamp.time - start, time.perf_counter() - stamp.time
+        return seconds, teardown
 
     first, _ = run(warmup)  # builds and compiles the train step (kept for the next fit)
     seconds, teardown = run(steps)

@@ -298,6 +298,9 @@ def keras_training_rate(folder, conversion, noise, embeddings, args):
 
     import keras_vdiff as kv
 
+    sys.path.insert(0, os.path.dirname(HERE))  # benchmarks/
+    from fit_timing import timed_fit
+
     backbone = kv.convert.from_diffusers(folder, dtype="float32" if args.dry_run else "mixed_bfloat16")
     if tuple(backbone.input["latents"].shape[1:]) != noise.shape[1:]:
         backbone = rebuilt(backbone, noise.shape[1:])
@@ -307,11 +310,11 @@ def keras_training_rate(folder, conversion, noise, embeddings, args):
     steps = args_train_steps(args.steps)
 
     def fit(n):
+        """Seconds to the end of ``fit``'s epoch (its teardown left out, see ``benchmarks/fit_timing.py``)."""
         data = {key: np.repeat(value, n, axis=0) for key, value in dict(embeddings, videos=videos).items()}
-        start = time.perf_counter()
-        history = model.fit(data, batch_size=1, epochs=1, shuffle=False, verbose=0)
+        history, seconds, _ = timed_fit(model, data, batch_size=1, shuffle=False, verbose=0)
         float(history.history["loss"][-1])
-        return time.perf_counter() - start
+        return seconds
 
     fit(1)
     return steps / fit(steps)

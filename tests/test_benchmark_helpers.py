@@ -1,10 +1,14 @@
-"""The benchmarks' result log appends, never rewrites, and records the environment a row was measured under."""
+"""The benchmarks' shared helpers: the result log (appends, records the environment) and the timing of ``fit``."""
 
 import json
 import os
 import sys
 
+import keras
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from fit_timing import timed_fit  # noqa: E402
 from results_log import append_rows, recorded_environment  # noqa: E402
 
 
@@ -34,3 +38,19 @@ def test_recorded_environment_filters_by_name():
     environ = {"MALLOC_TRIM_THRESHOLD_": "10", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "HOME": "/root"}
     assert recorded_environment(environ) == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
                                              "MALLOC_TRIM_THRESHOLD_": "10"}
+
+
+def test_timed_fit_runs_one_epoch_and_keeps_the_callers_callbacks():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+
+    class CountBatches(keras.callbacks.Callback):
+        batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            CountBatches.batches += 1
+
+    x, y = np.ones((12, 3), "float32"), np.zeros((12, 1), "float32")
+    history, seconds, teardown = timed_fit(model, x, y=y, batch_size=4, verbose=0, callbacks=[CountBatches()])
+    assert len(history.history["loss"]) == 1 and CountBatches.batches == 3
+    assert seconds > 0 and teardown >= 0

@@ -9,7 +9,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 from fit_timing import timed_fit  # noqa: E402
-from results_log import append_rows, recorded_environment  # noqa: E402
+from results_log import RECORDED_PREFIXES, RECORDED_VARIABLES, append_rows, recorded_environment  # noqa: E402
 
 
 def read_rows(path):
@@ -19,8 +19,7 @@ def read_rows(path):
 
 def test_rows_are_appended_and_stamped(tmp_path, monkeypatch):
     for key in list(os.environ):
-        if key in ("GLIBC_TUNABLES", "XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", "KERAS_VDIFF_GRADIENT_BOUNDARY") \
-                or key.startswith("MALLOC_"):
+        if key in RECORDED_VARIABLES or key.startswith(RECORDED_PREFIXES):
             monkeypatch.delenv(key)
     path = str(tmp_path / "results" / "speed.jsonl")  # the folder does not exist yet
     append_rows(path, [{"steps_per_second": 1.0}])

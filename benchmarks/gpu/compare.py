@@ -41,6 +41,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(HERE))  # benchmarks/
+from fit_timing import timed_fit  # noqa: E402
 
 # Released transformer configs (maxin-cn/Latte-1, Wan-AI/Wan2.1-T2V-1.3B-Diffusers) and diffusers' test sizes.
 LATTE1 = dict(activation_fn="gelu-approximate", attention_bias=True, attention_head_dim=72, caption_channels=4096,
@@ -297,9 +299,6 @@ def keras_training_rate(folder, conversion, noise, embeddings, args):
     import keras
 
     import keras_vdiff as kv
-
-    sys.path.insert(0, os.path.dirname(HERE))  # benchmarks/
-    from fit_timing import timed_fit
 
     backbone = kv.convert.from_diffusers(folder, dtype="float32" if args.dry_run else "mixed_bfloat16")
     if tuple(backbone.input["latents"].shape[1:]) != noise.shape[1:]:

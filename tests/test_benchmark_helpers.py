@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 
 import keras
@@ -9,7 +10,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 from fit_timing import timed_fit  # noqa: E402
-from results_log import RECORDED_PREFIXES, RECORDED_VARIABLES, append_rows, recorded_environment  # noqa: E402
+from results_log import (RECORDED_PREFIXES, RECORDED_VARIABLES, append_rows, code_version,  # noqa: E402
+                         recorded_environment)
 
 
 def read_rows(path):
@@ -37,6 +39,30 @@ def test_recorded_environment_filters_by_name():
     environ = {"MALLOC_TRIM_THRESHOLD_": "10", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "HOME": "/root"}
     assert recorded_environment(environ) == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
                                              "MALLOC_TRIM_THRESHOLD_": "10"}
+
+
+def test_code_version_names_the_commit_and_uncommitted_library_changes(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "keras_vdiff").mkdir()
+    (tmp_path / "keras_vdiff" / "model.py").write_text("A = 1\n")
+    (tmp_path / "notes.md").write_text("draft\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    commit = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    (tmp_path / "notes.md").write_text("edited\n")  # outside the library: not a change of the measured code
+    assert code_version(str(tmp_path)) == commit
+    (tmp_path / "keras_vdiff" / "model.py").write_text("A = 2\n")
+    first = code_version(str(tmp_path))
+    assert first.startswith(commit + "+") and len(first) == len(commit) + 9
+    (tmp_path / "keras_vdiff" / "model.py").write_text("A = 3\n")
+    assert code_version(str(tmp_path)) not in (first, commit)  # the other side of an A/B run
+    (tmp_path / "keras_vdiff" / "model.py").write_text("A = 2\n")
+    assert code_version(str(tmp_path)) == first
+    assert code_version(str(tmp_path / "keras_vdiff" / "missing")) is None  # not a checkout
 
 
 def test_timed_fit_runs_one_epoch_and_keeps_the_callers_callbacks():

@@ -1,5 +1,6 @@
 """keras_vdiff.layers.core: Keras' Dense / norms with a lean PyTorch call give Keras' results on every backend,
-take the lean path only where ``Layer.__call__`` would not change the result, and keep training flags working."""
+take the lean path only where ``Layer.__call__`` would not change the result, and keep training flags working;
+on JAX, Dense's flat matmul gives Keras' gradients without a transposed copy of its input."""
 
 import keras
 import numpy as np
@@ -11,6 +12,7 @@ from keras_vdiff.layers.core import Dense, LayerNormalization, RMSNormalization
 from tests.conftest import to_numpy
 
 TORCH = keras.backend.backend() == "torch"
+JAX = keras.backend.backend() == "jax"
 
 
 def _copy_weights(source, target):
@@ -33,8 +35,9 @@ def test_dense_equals_keras_dense(use_bias, activation):
     np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(theirs(x)), rtol=1e-5, atol=1e-5)  # numpy input
 
 
-def test_dense_with_lora_uses_the_merged_kernel():
-    x = ops.convert_to_tensor(np.random.randn(3, 6).astype("float32"))
+@pytest.mark.parametrize("shape", [(3, 6), (2, 3, 5, 6)])
+def test_dense_with_lora_uses_the_merged_kernel(shape):
+    x = ops.convert_to_tensor(np.random.randn(*shape).astype("float32"))
     dense = Dense(4)
     dense.build((None, 6))
     dense.enable_lora(2)
@@ -59,8 +62,9 @@ def test_norms_equal_keras_norms(cls, keras_cls):
     np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(theirs(x)), rtol=1e-5, atol=1e-5)
 
 
-def test_mixed_precision_dense_matches_keras():
-    x = ops.convert_to_tensor(np.random.randn(3, 6).astype("float32"))
+@pytest.mark.parametrize("shape", [(3, 6), (2, 4, 3, 6)])
+def test_mixed_precision_dense_matches_keras(shape):
+    x = ops.convert_to_tensor(np.random.randn(*shape).astype("float32"))
     ours, theirs = Dense(4, dtype="mixed_bfloat16"), keras.layers.Dense(4, dtype="mixed_bfloat16")
     ours.build((None, 6))
     theirs.build((None, 6))
@@ -68,6 +72,55 @@ def test_mixed_precision_dense_matches_keras():
     a, b = ours(x), theirs(x)
     assert keras.backend.standardize_dtype(a.dtype) == "bfloat16"
     np.testing.assert_allclose(to_numpy(ops.cast(a, "float32")), to_numpy(ops.cast(b, "float32")), atol=2e-2)
+
+
+def _dense_pair(x_shape, units):
+    ours, theirs = Dense(units), keras.layers.Dense(units)
+    ours.build(x_shape)
+    theirs.build(x_shape)
+    ours.set_weights([np.random.randn(*w.shape).astype("float32") for w in theirs.get_weights()])
+    theirs.set_weights(ours.get_weights())
+    return ours, theirs
+
+
+def _jax_dense_gradient(layer, x, jit=False):
+    """``jax.grad`` of ``sum(tanh(layer(x)))`` with respect to the kernel, the bias and ``x`` (the jitted function
+    when ``jit``)."""
+    import jax
+
+    def loss(weights, x):
+        return jax.numpy.sum(jax.numpy.tanh(layer.stateless_call(weights, [], x)[0]))
+
+    gradient = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    weights = [v.value for v in layer.trainable_variables]
+    return gradient if jit else gradient(weights, x)
+
+
+@pytest.mark.skipif(not JAX, reason="the flat matmul is the JAX path of Dense")
+def test_flat_matmul_gradients_equal_keras_dense():
+    x = np.random.randn(2, 3, 5, 6).astype("float32")
+    ours, theirs = _dense_pair(x.shape, 4)
+    (our_weights, our_x), (their_weights, their_x) = _jax_dense_gradient(ours, x), _jax_dense_gradient(theirs, x)
+    for a, b in zip([*our_weights, our_x], [*their_weights, their_x]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not JAX, reason="the flat matmul is the JAX path of Dense")
+def test_flat_matmul_gradient_needs_no_transposed_copy_of_the_input():
+    """The compiled gradient of Dense on video tokens ``(B, F, N, D)`` has no transpose or copy instruction.
+
+    With the full-rank matmul (keras.layers.Dense) XLA:CPU copies a transposed input before the kernel's
+    gradient dot (jax 0.10: one ``transpose`` and one ``copy``); the flat matmul of ``layers/core.py`` avoids it.
+    """
+    import re
+
+    x = np.random.randn(2, 4, 16, 32).astype("float32")
+    ours, _ = _dense_pair(x.shape, 64)
+    gradient = _jax_dense_gradient(ours, x, jit=True)
+    hlo = gradient.lower([v.value for v in ours.trainable_variables], x).compile().as_text()
+    opcodes = re.findall(r"= \S+ ([\w-]+)\(", hlo)
+    assert "dot" in opcodes  # the parse found the program's instructions
+    assert "transpose" not in opcodes and "copy" not in opcodes, hlo
 
 
 def test_weight_paths_are_keras_dense_ones():

@@ -1,4 +1,4 @@
-"""``Dense`` and the norms of keras_vdiff's blocks: Keras' layers with a lean call on PyTorch.
+"""``Dense`` and the norms of keras_vdiff's blocks: Keras' layers, leaner on PyTorch, flat on JAX.
 
 On JAX and TensorFlow a layer's Python runs once, while the step is traced, so
 what Keras does around each call costs nothing per step. On PyTorch the model
@@ -20,6 +20,15 @@ initialiser and option of Keras' own, and differ in two ways, on PyTorch only:
 
 The outputs are the same to float rounding (the bias is added inside the GEMM);
 ``benchmarks/sampling_speed.py`` measures the effect.
+
+On JAX, ``Dense`` multiplies a 2-D view ``(tokens, features)`` of an input of
+rank 3 or more and reshapes the product back (**flat matmul**). The forward is
+the same dot, but the kernel's gradient becomes a dot with one contracting
+axis, which XLA:CPU runs on the row-major operands as they are. The matmul of
+the full-rank input contracts the cotangent with the input over every leading
+axis, and XLA:CPU lays such a dot out by copying a transposed input first: on
+the ``(B, F, N, D)`` tokens of a video block those copies were a fifth of a
+Latte training step (``benchmarks/RESULTS.md``, "JAX: the flat matmul").
 
 Example:
     >>> dense = Dense(8, name="fc1")
@@ -72,10 +81,14 @@ class LeanTorchCall:
 
 @keras.saving.register_keras_serializable(package="keras_vdiff")
 class Dense(LeanTorchCall, keras.layers.Dense):
-    """``keras.layers.Dense`` with a lean call and a fused bias on PyTorch (module docstring)."""
+    """``keras.layers.Dense`` with a lean call and a fused bias on PyTorch, and a flat matmul on JAX (module
+    docstring)."""
 
     def call(self, inputs, training=None):
-        if keras.backend.backend() != "torch" or self.quantization_mode is not None:
+        backend = keras.backend.backend()
+        if backend == "jax" and self.quantization_mode is None and len(inputs.shape) > 2:
+            return self._flat_matmul(inputs)
+        if backend != "torch" or self.quantization_mode is not None:
             return super().call(inputs, training=training)
         import torch
 
@@ -89,6 +102,16 @@ class Dense(LeanTorchCall, keras.layers.Dense):
         else:
             outputs = torch.addmm(keras_backend.convert_to_tensor(self.bias), flat, kernel)
         outputs = outputs.reshape(*inputs.shape[:-1], self.units)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def _flat_matmul(self, inputs):
+        """``inputs @ kernel + bias`` through a 2-D view of ``inputs`` (JAX; the module docstring)."""
+        outputs = keras.ops.matmul(keras.ops.reshape(inputs, (-1, inputs.shape[-1])), self.kernel)
+        if self.bias is not None:
+            outputs = keras.ops.add(outputs, self.bias)
+        outputs = keras.ops.reshape(outputs, (*inputs.shape[:-1], self.units))
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs

@@ -1,11 +1,12 @@
-"""VideoBatches and precompute_text: batches for fit from a dict of numpy arrays."""
+"""VideoBatches and precompute_text: batches for fit from a dict of numpy arrays; on TensorFlow, fit reads them
+as a tf.data pipeline in the same order, without autotuning."""
 
 import keras
 import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_vdiff.data.pipelines import TEXT_KEYS, VideoBatches, precompute_text, to_tf_dataset
+from keras_vdiff.data.pipelines import TEXT_KEYS, VideoBatches, fit_input, precompute_text, to_tf_dataset
 from keras_vdiff.text.small_text_encoder import SmallTextEncoder
 from keras_vdiff.text.word_tokenizer import WordTokenizer
 
@@ -80,6 +81,41 @@ def test_tf_dataset_holds_the_same_rows_reshuffles_and_feeds_fit():
     pairs = to_tf_dataset(make_data(12), 4, keys=["videos", "labels"]).map(
         lambda b: (tf.cast(b["videos"], "float32"), b["labels"]))
     assert np.isfinite(model.fit(pairs, epochs=1, verbose=0).history["loss"][0])
+
+
+@pytest.mark.parametrize("drop_remainder,batch_dim", [(False, None), (True, 4)])
+def test_video_batches_pipeline_gives_the_sequence_batches_in_order_without_autotuning(drop_remainder, batch_dim):
+    tokenizer = WordTokenizer.from_texts(CAPTIONS)
+    batches = VideoBatches(make_data(10), batch_size=4, tokenizer=tokenizer, drop_remainder=drop_remainder, seed=3)
+    twin = VideoBatches(make_data(10), batch_size=4, tokenizer=tokenizer, drop_remainder=drop_remainder, seed=3)
+    dataset = batches.to_tf_dataset()
+    assert not dataset.options().autotune.enabled
+    assert int(dataset.cardinality()) == len(batches)
+    assert dataset.element_spec["videos"].shape.as_list() == [batch_dim, 2, 4, 4, 1]
+    orders = []
+    for _ in range(2):  # an epoch per iteration, each in the order the sequence gives, reshuffled after it
+        expected = [twin[i] for i in range(len(twin))]
+        twin.on_epoch_end()
+        got = [{key: value.numpy() for key, value in batch.items()} for batch in dataset]
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert sorted(a) == sorted(b)
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+        orders.append(np.concatenate([b["videos"][:, 0, 0, 0, 0] for b in got]))
+    assert not np.array_equal(orders[0], orders[1])
+
+
+def test_fit_input_is_the_pipeline_on_tensorflow_only():
+    batches = VideoBatches(make_data(8), batch_size=4)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        assert isinstance(fit_input(batches), tf.data.Dataset)
+    else:
+        assert fit_input(batches) is batches
+    data = make_data(8)
+    assert fit_input(data) is data  # arrays and foreign datasets go to fit as they are
 
 
 def test_precompute_text_matches_the_encoder():

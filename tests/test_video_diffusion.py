@@ -65,6 +65,25 @@ def test_fit_reduces_the_loss(prediction, learn_sigma):
     assert np.mean(history[-3:]) < 0.85 * np.mean(history[:2])
 
 
+def test_fit_reads_video_batches_through_fit_input(monkeypatch):
+    """``fit(VideoBatches)`` goes through ``data.pipelines.fit_input``: a tf.data pipeline on TensorFlow."""
+    from keras_vdiff.data import VideoBatches, pipelines
+    from keras_vdiff.tasks import video_diffusion
+
+    seen = []
+
+    def spy(batches):
+        seen.append((batches, pipelines.fit_input(batches)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(video_diffusion, "fit_input", spy)
+    images, labels = coloured_squares(32)
+    batches = VideoBatches({"videos": images, "labels": labels}, batch_size=16)
+    history = make_model().fit(batches, epochs=1, verbose=0).history["loss"]
+    assert np.isfinite(history[0]) and len(seen) == 1 and seen[0][0] is batches
+    assert (type(seen[0][1]).__name__ != "VideoBatches") == (keras.backend.backend() == "tensorflow")
+
+
 def test_xla_fit_on_tensorflow_trains_as_the_graph_step(backend):
     """``compile(jit_compile=True)`` on TensorFlow (the README's advice for larger models on a CPU, where Keras'
     ``"auto"`` leaves XLA off) trains as the graph step does. TensorFlow's stateless random ops pick another

@@ -9,6 +9,14 @@ encoder need not run at every step). :class:`VideoBatches` is a
 every epoch and tokenizes captions on the fly; :func:`precompute_text` runs a
 frozen text encoder once over all captions. :class:`BucketedBatches` serves videos
 of several shapes (aspect-ratio buckets, native-size training): each batch one shape.
+
+On TensorFlow, ``VideoDiffusion.fit`` reads both as their ``to_tf_dataset()``
+(:func:`fit_input`): one epoch per iteration, in the sequence's own order, with
+``tf.data``'s autotuning off. Keras' reading of a ``PyDataset`` there
+autotunes its prefetch, and deleting an autotuned iterator waits for the tuning
+thread's next wake-up (10 s to 60 s apart): at the end of an epoch, where fit
+starts a fresh iterator, that froze a ``make demo`` run for 33 s of its first
+150 (``benchmarks/RESULTS.md``, "TensorFlow: `fit` waits in its teardown").
 """
 
 import keras
@@ -17,7 +25,10 @@ import numpy as np
 # The names of the text inputs are the backbone contract's (one definition, in layers/conditioning.py).
 from keras_vdiff.layers.conditioning import TEXT_KEYS
 
-__all__ = ["VideoBatches", "BucketedBatches", "precompute_text", "to_tf_dataset", "TEXT_KEYS"]
+__all__ = ["VideoBatches", "BucketedBatches", "fit_input", "precompute_text", "to_tf_dataset", "TEXT_KEYS"]
+
+# Batches the ``tf.data`` pipeline of :func:`epoch_pipeline` reads ahead of the train step.
+PREFETCH_BATCHES = 2
 
 
 def _token_ids(tokenizer, captions):
@@ -122,6 +133,45 @@ class VideoBatches(keras.utils.PyDataset):
         if self.shuffle:
             self.order = self.rng.permutation(self.count)
 
+    def to_tf_dataset(self):
+        """These batches, in this sequence's order, as a ``tf.data.Dataset`` without autotuning
+        (:func:`epoch_pipeline`); ``fit`` on TensorFlow reads a ``VideoBatches`` this way (:func:`fit_input`)."""
+        import tensorflow as tf
+
+        full = self.drop_remainder or self.count % self.batch_size == 0
+        signature = {key: tf.TensorSpec((self.batch_size if full else None,) + np.shape(value)[1:],
+                                        tf.as_dtype(np.asarray(value).dtype))
+                     for key, value in self[0].items()}
+        return epoch_pipeline(self, signature)
+
+
+def epoch_pipeline(sequence, signature):
+    """One epoch of the ``PyDataset`` ``sequence`` per iteration, as a ``tf.data.Dataset`` that fit reads like the
+    sequence itself: ``sequence[0] .. sequence[len - 1]``, then ``sequence.on_epoch_end()`` (the next epoch's order),
+    its length known, :data:`PREFETCH_BATCHES` batches read ahead, and ``tf.data``'s autotuning off (the module
+    docstring says why). ``signature``: the ``tf.TensorSpec`` of each key of a batch.
+    """
+    import tensorflow as tf
+
+    def batches():
+        for index in range(len(sequence)):
+            yield sequence[index]
+        sequence.on_epoch_end()
+
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(sequence))).prefetch(PREFETCH_BATCHES)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
+def fit_input(batches):
+    """What ``fit`` reads for ``batches``: on TensorFlow a :class:`VideoBatches` or :class:`BucketedBatches` as its
+    ``to_tf_dataset()`` (the module docstring says why), anything else, and every batch on JAX and PyTorch, as is."""
+    if keras.backend.backend() == "tensorflow" and isinstance(batches, (VideoBatches, BucketedBatches)):
+        return batches.to_tf_dataset()
+    return batches
+
 
 def to_tf_dataset(data, batch_size=32, tokenizer=None, keys=None, shuffle=True, drop_remainder=False, seed=0):
     """The same batches as :class:`VideoBatches`, as a ``tf.data.Dataset`` (``fit`` accepts it on every backend).
@@ -212,7 +262,8 @@ class BucketedBatches(keras.utils.PyDataset):
         self.order = self._epoch_order()
 
     def to_tf_dataset(self):
-        """These batches as a ``tf.data.Dataset`` whose sizes that differ between shapes are ``None``."""
+        """These batches as a ``tf.data.Dataset`` whose sizes that differ between shapes are ``None``
+        (:func:`epoch_pipeline`)."""
         import tensorflow as tf
 
         first = [bucket[0] for bucket in self.buckets]
@@ -221,14 +272,7 @@ class BucketedBatches(keras.utils.PyDataset):
             shapes = [np.shape(batch[key])[1:] for batch in first]
             dims = [shapes[0][d] if len({s[d] for s in shapes}) == 1 else None for d in range(len(shapes[0]))]
             signature[key] = tf.TensorSpec((None,) + tuple(dims), tf.as_dtype(np.asarray(first[0][key]).dtype))
-
-        def batches():
-            for index in range(len(self)):
-                yield self[index]
-            self.on_epoch_end()
-
-        dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-        return dataset.apply(tf.data.experimental.assert_cardinality(len(self)))
+        return epoch_pipeline(self, signature)
 
 
 def _groups_by_shape(data):

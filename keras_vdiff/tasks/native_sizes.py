@@ -6,9 +6,9 @@ then trains on batches of several shapes (``kv.data.BucketedBatches``: each batc
 one shape) and samples at the ``frame_size`` asked for.
 """
 
-import keras
 import numpy as np
 
+from keras_vdiff.data.pipelines import fit_input
 from keras_vdiff.validation import check_int, check_pair
 
 
@@ -35,7 +35,7 @@ def latent_shape_of(task, video_shape):
 def prepared_buckets(task, batches, fit_kwargs):
     """``BucketedBatches`` ready for ``task.fit``: the backbone's graph built at each of its shapes.
 
-    On TensorFlow the batches are returned as ``batches.to_tf_dataset()``: the
+    On TensorFlow the batches are returned as ``batches.to_tf_dataset()`` (``data.pipelines.fit_input``): the
     compiled step sees sizes that vary between batches as ``None`` and branches on
     them (``models/native_sizes.call_by_runtime_shape``); elsewhere unchanged.
     ``fit_kwargs`` get ``shuffle=False`` unless set: the batches shuffle themselves.
@@ -49,9 +49,7 @@ def prepared_buckets(task, batches, fit_kwargs):
                 f"{type(task.backbone).__name__} (latents {tuple(task.backbone.latent_shape)}) cannot take: it "
                 "needs native sizes (Latte, VideoDiT, GenTron, DiT) and the same channels."
             )
-    if keras.backend.backend() == "tensorflow":
-        return batches.to_tf_dataset()
-    return batches
+    return fit_input(batches)
 
 
 def native_sampling_shape(backbone, autoencoder, num_frames, frame_size):

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vdiff.data.pipelines import fit_input
 from keras_vdiff.diffusion.flow_matching import FlowMatching
 from keras_vdiff.diffusion.gaussian import GaussianDiffusion
 from keras_vdiff.diffusion.noise import mixed_video_noise
@@ -272,7 +273,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         data = getattr(x, "data", x)
         if isinstance(data, dict) and "labels" in data and self.conditioning == "class":
             contract.checked_labels(data["labels"], self.backbone.num_classes, name="labels")
-        x = prepared_buckets(self, x, kwargs) if hasattr(x, "video_shapes") else x  # BucketedBatches
+        x = prepared_buckets(self, x, kwargs) if hasattr(x, "video_shapes") else fit_input(x)  # BucketedBatches
         try:
             return super().fit(x, *args, **kwargs)
         except Exception:

@@ -14,9 +14,10 @@ On TensorFlow, ``VideoDiffusion.fit`` reads both as their ``to_tf_dataset()``
 (:func:`fit_input`): one epoch per iteration, in the sequence's own order, with
 ``tf.data``'s autotuning off. Keras' reading of a ``PyDataset`` there
 autotunes its prefetch, and deleting an autotuned iterator waits for the tuning
-thread's next wake-up (10 s to 60 s apart): at the end of an epoch, where fit
-starts a fresh iterator, that froze a ``make demo`` run for 33 s of its first
-150 (``benchmarks/RESULTS.md``, "TensorFlow: `fit` waits in its teardown").
+thread's next wake-up (10 s to 60 s apart). At the end of an epoch, where fit
+starts a fresh iterator, that froze demo-shaped runs for ~32 s in 2 of 3
+(``benchmarks/RESULTS.md``, "TensorFlow: epoch ends in `train` and `make demo`
+waited too").
 """
 
 import keras

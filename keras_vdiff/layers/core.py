@@ -6,7 +6,7 @@ runs eagerly, and ``Layer.__call__`` (argument inspection, input conversion,
 the call context, mask bookkeeping, name scopes) costs ~150 µs a call on a
 2-core CPU: about a sixth of an eager forward of a small Latte, which calls
 ~100 Dense and LayerNorm layers. These subclasses keep every weight, name,
-initialiser and option of Keras' own, and differ in two ways, on PyTorch only:
+initialiser and option of Keras' own. On PyTorch they differ in two ways:
 
 - **lean call** (:class:`LeanTorchCall`, also mixed into keras_vdiff's
   ``Attention``, ``MLP`` and modulation layers): when nothing in ``__call__``
@@ -26,9 +26,10 @@ rank 3 or more and reshapes the product back (**flat matmul**). The forward is
 the same dot, but the kernel's gradient becomes a dot with one contracting
 axis, which XLA:CPU runs on the row-major operands as they are. The matmul of
 the full-rank input contracts the cotangent with the input over every leading
-axis, and XLA:CPU lays such a dot out by copying a transposed input first: on
-the ``(B, F, N, D)`` tokens of a video block those copies were a fifth of a
-Latte training step (``benchmarks/RESULTS.md``, "JAX: the flat matmul").
+axis, and XLA:CPU lays such a dot out by copying a transposed input first. On
+the ``(B, F, N, D)`` tokens of a video block, dropping those copies made a
+``medium`` Latte's training step 1.24x faster (``benchmarks/RESULTS.md``, "JAX:
+the flat matmul").
 
 Example:
     >>> dense = Dense(8, name="fc1")

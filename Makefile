@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 install: $(VENV)/.installed
 
 demo: install
-	KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow} $(PY) -m keras_vdiff.demo --output-dir outputs
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(PY) -m keras_vdiff.demo --output-dir outputs
 
 test: install
 	@status=0; summary=""; \

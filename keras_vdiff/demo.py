@@ -16,7 +16,7 @@ Steps, each printed as it runs:
    sample and score it too, to show what a longer run reaches.
 
 Run ``python -m keras_vdiff.demo --help`` for the options; any backend via
-``KERAS_BACKEND`` (``make demo`` uses TensorFlow, the fastest on its recipe: benchmarks/RESULTS.md).
+``KERAS_BACKEND`` (``make demo`` uses JAX, the fastest on its recipe: benchmarks/RESULTS.md).
 """
 
 import argparse

@@ -116,6 +116,10 @@ def test_fit_input_is_the_pipeline_on_tensorflow_only():
         assert fit_input(batches) is batches
     data = make_data(8)
     assert fit_input(data) is data  # arrays and foreign datasets go to fit as they are
+    kwargs, explicit = {}, {"shuffle": True}
+    fit_input(batches, kwargs), fit_input(batches, explicit)
+    assert kwargs == ({"shuffle": False} if keras.backend.backend() == "tensorflow" else {})
+    assert explicit == {"shuffle": True}  # the caller's choice stays (Keras then says it ignores it)
 
 
 def test_precompute_text_matches_the_encoder():

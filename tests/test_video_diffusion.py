@@ -72,8 +72,8 @@ def test_fit_reads_video_batches_through_fit_input(monkeypatch):
 
     seen = []
 
-    def spy(batches):
-        seen.append((batches, pipelines.fit_input(batches)))
+    def spy(batches, fit_kwargs):
+        seen.append((batches, pipelines.fit_input(batches, fit_kwargs)))
         return seen[-1][1]
 
     monkeypatch.setattr(video_diffusion, "fit_input", spy)

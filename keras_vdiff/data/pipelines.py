@@ -166,10 +166,16 @@ def epoch_pipeline(sequence, signature):
     return dataset.with_options(options)
 
 
-def fit_input(batches):
+def fit_input(batches, fit_kwargs=None):
     """What ``fit`` reads for ``batches``: on TensorFlow a :class:`VideoBatches` or :class:`BucketedBatches` as its
-    ``to_tf_dataset()`` (the module docstring says why), anything else, and every batch on JAX and PyTorch, as is."""
+    ``to_tf_dataset()`` (the module docstring says why), anything else, and every batch on JAX and PyTorch, as is.
+
+    ``fit_kwargs`` (the ``fit`` call's keyword arguments) get ``shuffle=False`` unless set when the batches become
+    a pipeline: the sequence shuffles itself, and Keras would warn that it ignores ``shuffle`` for a dataset.
+    """
     if keras.backend.backend() == "tensorflow" and isinstance(batches, (VideoBatches, BucketedBatches)):
+        if fit_kwargs is not None:
+            fit_kwargs.setdefault("shuffle", False)
         return batches.to_tf_dataset()
     return batches
 

@@ -273,7 +273,7 @@ class VideoDiffusion(PipelinePresetMixin, keras.Model):
         data = getattr(x, "data", x)
         if isinstance(data, dict) and "labels" in data and self.conditioning == "class":
             contract.checked_labels(data["labels"], self.backbone.num_classes, name="labels")
-        x = prepared_buckets(self, x, kwargs) if hasattr(x, "video_shapes") else fit_input(x)  # tf.data on TF
+        x = prepared_buckets(self, x, kwargs) if hasattr(x, "video_shapes") else fit_input(x, kwargs)
         try:
             return super().fit(x, *args, **kwargs)
         except Exception:

@@ -7,10 +7,9 @@ weights and the same training seed.
 import keras
 import numpy as np
 import pytest
-from keras.src.backend.common import remat as keras_remat
 
 import keras_vdiff as kv
-from keras_vdiff.models import lora
+from keras_vdiff.models import lora, remat
 
 VIDEOS = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3)).astype("uint8")  # dit_tiny: 16x16x3 images
 LABELS = np.arange(4) % 4
@@ -43,12 +42,12 @@ def test_remat_checkpoints_each_block_and_keeps_the_gradients(monkeypatch):
     copy_weights(plain, checkpointed)
     assert checkpointed.get_config()["remat"] is True and "remat" not in plain.get_config()
     for name in ("block_3", "spatial_block_0", "temporal_block_1", "down_0_res_1", "mid_attn", "up_2_tattn_0"):
-        assert lora.REMAT_BLOCK_NAMES.fullmatch(name), name          # transformer, latent-token and U-Net blocks
+        assert remat.REMAT_BLOCK_NAMES.fullmatch(name), name          # transformer, latent-token and U-Net blocks
     for name in ("patch_embedding", "final_layer", "down_0_downsample", "conv_in"):
-        assert not lora.REMAT_BLOCK_NAMES.fullmatch(name), name
+        assert not remat.REMAT_BLOCK_NAMES.fullmatch(name), name
     calls = []
-    original = keras_remat.remat
-    monkeypatch.setattr(keras_remat, "remat", lambda f: calls.append(f) or original(f))
+    original = remat.recompute_in_backward
+    monkeypatch.setattr(remat, "recompute_in_backward", lambda f: calls.append(f) or original(f))
     before = weight_values(plain)
     fit_steps(plain)          # SGD with learning rate 1: the update is minus the gradient
     assert not calls
@@ -154,3 +153,73 @@ def test_remat_keeps_the_gradients_of_blocks_called_with_keyword_arguments():
     for path, value in before.items():
         np.testing.assert_allclose(after_remat[path] - value, after_plain[path] - value, atol=1e-5, err_msg=path)
     assert any(np.abs(after_plain[p] - before[p]).max() > 1e-4 for p in before)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="XLA's memory analysis of the compiled step: JAX")
+def test_remat_lowers_the_memory_of_the_compiled_train_step():
+    """XLA:CPU merged ``jax.checkpoint``'s recomputation back into the forward pass (no memory saved); the blocks'
+    own remat (``models/remat.py``) must survive compilation: the train step's temporaries (the activations kept
+    for the backward pass) drop by more than the issue's 30%."""
+    import jax
+
+    config = dict(input_shape=(4, 16, 16, 3), patch_size=2, hidden_dim=64, num_layers=4, num_heads=2, num_classes=4)
+    data = {"videos": np.random.default_rng(1).integers(0, 255, (8, 4, 16, 16, 3)).astype("uint8"),
+            "labels": np.arange(8) % 4}
+    temporaries = {}
+    for remat_on in (False, True):
+        model = kv.VideoDiffusion(kv.models.Latte(remat=remat_on, **config), seed=3)
+        model.compile(optimizer=keras.optimizers.AdamW(1e-4))
+        model.train_on_batch(data)  # builds the optimizer
+        state = model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                                     optimizer_variables=True, metrics_variables=True)
+        compiled = jax.jit(model.train_step).lower(state, (data, None, None)).compile()
+        temporaries[remat_on] = compiled.memory_analysis().temp_size_in_bytes
+    assert temporaries[True] < 0.7 * temporaries[False], temporaries
+
+
+def test_recompute_in_backward_keeps_values_and_gradients_bit_for_bit_close():
+    """The tie (inputs OR-ed with a zero computed from the cotangent) changes no bit: a function of a tensor and
+    a closed-over weight gives the same output and gradients through ``recompute_in_backward`` as without it,
+    for float32 and bfloat16 inputs (the reference: the plain function's gradient on the same backend)."""
+    weight = keras.Variable(np.random.default_rng(0).standard_normal((8, 8)).astype("float32"))
+
+    def block(x):
+        return x + keras.ops.tanh(keras.ops.matmul(x, keras.ops.cast(weight, x.dtype)))
+
+    for dtype, tolerance in (("float32", 1e-6), ("bfloat16", 1e-2)):
+        x = keras.ops.convert_to_tensor(np.random.default_rng(1).standard_normal((4, 8)), dtype=dtype)
+        plain = _value_and_gradients(block, x, weight)
+        rematerialized = _value_and_gradients(remat.recompute_in_backward(block), x, weight)
+        for reference, value in zip(plain, rematerialized):
+            np.testing.assert_allclose(value, reference, rtol=tolerance, atol=tolerance, err_msg=dtype)
+
+
+def _value_and_gradients(function, x, weight):
+    """Output, d(sum of squares)/dx and /dweight of ``function(x)`` on the current backend."""
+    backend = keras.backend.backend()
+    as_numpy = lambda t: np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")))  # noqa: E731
+    if backend == "jax":
+        import jax
+        from keras.src.backend import StatelessScope
+
+        def loss(x, w):
+            with StatelessScope(state_mapping=[(weight, w)]):
+                y = function(x)
+            return keras.ops.sum(keras.ops.cast(y, "float32") ** 2), y
+
+        (_, y), (gx, gw) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, weight.value)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = function(x)
+            total = tf.reduce_sum(tf.cast(y, "float32") ** 2)
+        gx, gw = tape.gradient(total, [x, weight.value])
+    else:
+        import torch
+
+        x = x.detach().requires_grad_(True)
+        y = function(x)
+        gx, gw = torch.autograd.grad((y.float() ** 2).sum(), [x, weight.value])
+    return as_numpy(y), as_numpy(gx), as_numpy(gw)

@@ -21,6 +21,7 @@ import keras_hub
 from keras_vdiff.atomic_files import staged_directory
 from keras_vdiff.layers.conditioning import backbone_inputs
 from keras_vdiff.models import lora, native_sizes
+from keras_vdiff.models.remat import remat_blocks
 from keras_vdiff.presets import pipeline_format, registry
 from keras_vdiff.presets.loading import weights_to_load
 # Moved to keras_vdiff.validation; kept importable here under their old names.
@@ -46,11 +47,11 @@ class VideoBackbone(keras_hub.models.Backbone):
         return super().__new__(cls, *args, **kwargs)
 
     def __init__(self, *args, remat=False, **kwargs):
-        """``remat=True`` checkpoints every block (``keras.RematScope``; ``models/lora.remat_blocks``)."""
+        """``remat=True`` checkpoints every block (``keras.RematScope``; ``models/remat.remat_blocks``)."""
         super().__init__(*args, **kwargs)
         self.remat = bool(remat)
         if self.remat:
-            lora.remat_blocks(self)
+            remat_blocks(self)
 
     @classmethod
     def constructor_arguments(cls):

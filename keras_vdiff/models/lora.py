@@ -1,4 +1,4 @@
-"""Parameter-efficient fine-tuning (LoRA) and gradient checkpointing of backbones.
+"""Parameter-efficient fine-tuning (LoRA) of backbones.
 
 LoRA follows keras-hub's mechanism (``keras_hub.models.Backbone.enable_lora``):
 Keras' ``Dense.enable_lora(rank)`` freezes a layer's kernel and adds the trainable
@@ -10,69 +10,21 @@ saved alone (``save_lora_weights``: keras-hub's ``.lora.h5`` layout, written
 atomically, never over a file keras_vdiff did not write) and loaded onto the
 same backbone config (``load_lora_weights``).
 
-Remat: ``remat_blocks`` gives each transformer / U-Net block the
-rematerialization mode of ``keras.RematScope(mode="full")``, so its activations
-are recomputed in the backward pass instead of kept (``jax.checkpoint``,
-``tf.recompute_grad``, ``torch.utils.checkpoint``).
+Gradient checkpointing (``remat=True``) lives in ``models/remat.py``.
 """
 
-import inspect
 import os
-import re
-import types
 
 import h5py
 import keras
-from keras.src.backend.common.remat import get_current_remat_mode
 
 from keras_vdiff.atomic_files import staged_file
 
 # The Dense layers LoRA adapts: attention projections and MLP layers of every family (layers/attention.py,
 # layers/transformer.py, the U-Nets' temporal attention `qkv`, Wan's image cross-attention).
 LORA_LAYER_NAMES = ("query", "key", "value", "qkv", "output_projection", "image_key", "image_value", "fc1", "fc2")
-# The blocks remat checkpoints: `block_3`, `spatial_block_0`, `temporal_block_1` (transformers, latent-token
-# models) and the U-Nets' `down_0_res_1`, `mid_attn`, `up_2_tattn_0`, ...
-REMAT_BLOCK_NAMES = re.compile(r"((spatial|temporal)_)?block_\d+|(down|up)_\d+_(res|attn|tattn)_\d+|mid_(res_\d+|attn|tattn)")
 # An attribute in every LoRA file keras_vdiff writes: a file without it is not overwritten.
 LORA_FILE_MARK = "keras_vdiff_lora"
-
-
-def remat_blocks(backbone):
-    """Checkpoint every block of ``backbone`` (``REMAT_BLOCK_NAMES``); returns the names of the blocks.
-
-    Rematerialization changes memory and time, never values: the gradients equal those without it.
-    """
-    with keras.RematScope(mode="full"):
-        mode = get_current_remat_mode()
-    names = []
-    for layer in backbone.layers:
-        if REMAT_BLOCK_NAMES.fullmatch(layer.name):
-            layer._remat_mode = mode  # what RematScope gives a layer built inside it
-            if keras.backend.backend() == "tensorflow":
-                layer.rematerialized_call = types.MethodType(_tensor_arguments_remat_call, layer)
-            names.append(layer.name)
-    if not names:
-        raise ValueError(f"{type(backbone).__name__} has no layer named like a block ({REMAT_BLOCK_NAMES.pattern}).")
-    return names
-
-
-def _tensor_arguments_remat_call(layer, layer_call, *args, **kwargs):
-    """``Layer.rematerialized_call`` for TensorFlow: only the tensor arguments pass through the checkpoint.
-
-    ``tf.recompute_grad`` (Keras' TensorFlow remat) is a ``tf.custom_gradient``, which in a
-    traced ``fit`` step takes neither keyword arguments nor ``None`` / Python values; the
-    blocks are called with both (``context=None``, ``active=True``). The call is bound to its
-    signature, the tensors go through the checkpoint positionally and the rest is closed over.
-    """
-    bound = inspect.signature(layer_call).bind(*args, **kwargs)
-    values = dict(bound.arguments)
-    tensor_names = [name for name, value in values.items() if keras.ops.is_tensor(value)]
-
-    def tensors_only(*tensors):
-        return layer_call(**dict(values, **dict(zip(tensor_names, tensors))))
-
-    checkpointed = keras.layers.Layer.rematerialized_call(layer, tensors_only)
-    return lambda *_args, **_kwargs: checkpointed(*(values[name] for name in tensor_names))
 
 
 def freeze_lora_biases(backbone):

@@ -61,11 +61,12 @@ def batch_arrays(batch, seed=0):
     )
 
 
-def time_keras(folder, batch, steps, warmup, learning_rate, jit_compile="auto"):
+def time_keras(folder, batch, steps, warmup, learning_rate, jit_compile="auto", remat=False):
     """keras_vdiff ``fit`` on the converted folder: (warm-up seconds, steps/s, params, jit_compile, teardown seconds).
 
     ``jit_compile`` goes to ``model.compile`` (``"auto"``: Keras' choice); the value the model resolved it to is
-    returned, so a row says whether the step ran through XLA. Steps/s is measured from the call of ``fit`` to
+    returned, so a row says whether the step ran through XLA. ``remat``: every block rematerialised
+    (``models/remat.py``), as ``remat=True`` on a backbone does. Steps/s is measured from the call of ``fit`` to
     the end of its epoch, and the time ``fit`` then takes to return is reported apart (``fit_timing.py``).
     """
     import keras
@@ -75,6 +76,11 @@ def time_keras(folder, batch, steps, warmup, learning_rate, jit_compile="auto"):
     from keras_vdiff.tasks import VideoDiffusion
 
     backbone = convert.from_diffusers(folder)
+    if remat:
+        from keras_vdiff.models.remat import remat_blocks
+
+        remat_blocks(backbone)
+        backbone.remat = True
     model = VideoDiffusion(backbone, GaussianDiffusion("linear", learn_sigma=True), seed=0)
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate), jit_compile=jit_compile)
     data = batch_arrays(batch)
@@ -142,6 +148,7 @@ def main(argv=None):
     parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
                         help="model.compile's jit_compile for our fit (auto: Keras' choice, no XLA on a CPU-only "
                              "TensorFlow)")
+    parser.add_argument("--remat", action="store_true", help="rematerialise every block of our model")
     parser.add_argument("--reference-compile", action="store_true", help="also time the loop under torch.compile")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="1 warm-up + 1 timed step of everything")
@@ -172,9 +179,10 @@ def main(argv=None):
         reference_params = save_reference_model(args.config, folder)
         jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
         first, rate, params, jit, teardown = time_keras(folder, args.batch, args.steps, args.warmup,
-                                                        args.learning_rate, jit_compile)
+                                                        args.learning_rate, jit_compile, args.remat)
         ours = dict(impl="keras_vdiff fit", backend=backend, params=params, steps_per_second=round(rate, 3),
                     warmup_seconds=round(first, 3), fit_teardown_seconds=round(teardown, 3), jit_compile=jit,
+                    remat=args.remat,
                     **common)
         rows.append(ours)
         print(json.dumps(ours), flush=True)

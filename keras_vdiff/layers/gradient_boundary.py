@@ -11,7 +11,7 @@ recompute the cotangents of every block above it, and the compiled gradient's
 size and memory traffic grow quadratically with depth (an 8-block DiT: 38k HLO
 lines and 4.0 GB accessed against 14.5k and 2.45 GB with the boundary; see
 ``benchmarks/RESULTS.md``, "JAX gradient and depth"). ``optimization_barrier``
-does not help, XLA:CPU removes it before fusion, and neither does remat.
+does not help, XLA:CPU removes it before fusion, and neither does ``jax.checkpoint``.
 
 :func:`gradient_boundary` is the identity in the forward pass. On JAX its
 backward passes the cotangent through a reduction: its bit pattern OR-ed with

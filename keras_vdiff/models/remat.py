@@ -131,8 +131,8 @@ def _jax_tie(array, token):
     import jax.numpy as jnp
     from jax import lax
 
-    if not jnp.issubdtype(array.dtype, jnp.inexact) or array.dtype.itemsize not in (2, 4, 8):
-        return array  # integer inputs get no gradient and are not recomputed from
+    if not jnp.issubdtype(array.dtype, jnp.floating) or array.dtype.itemsize not in (2, 4, 8):
+        return array  # integer (and complex) inputs pass untied: the float ones already order the recomputation
     unsigned = _unsigned(array.dtype.itemsize)
     return lax.bitcast_convert_type(lax.bitcast_convert_type(array, unsigned) | token.astype(unsigned), array.dtype)
 
